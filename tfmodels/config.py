@@ -1,0 +1,306 @@
+"""Typed configuration: dataclass trees, presets and ``--set a.b=v`` overrides.
+
+Every field is documented where it is declared. Presets are functions:
+``tiny()`` for tests (32 px, a few steps), ``cpu()`` for a 2-core machine and
+``paper()`` for the published DVBPR / GAN setting. ``apply_overrides`` parses
+``section.field=value`` strings, converts the value to the field's declared
+type and rejects unknown keys, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataConfig:
+    """Where the catalogue and interactions come from and how images are prepared."""
+
+    dataset: str = "garments"
+    """Reader: one of hm, dvbpr-npy, generic, fashion-mnist, garments."""
+    data_dir: str = ""
+    """Folder (or .npy file for dvbpr-npy) to read; empty = the reader's default."""
+    category_column: str = "product_group_name"
+    """H&M articles column used as the item category."""
+    resolution: int = 224
+    """Square image side (pixels) fed to the item tower."""
+    cache_dir: str = ""
+    """Where decoded uint8 image arrays are cached; empty = ~/.cache/tfmodels."""
+    skip_bad_images: bool = False
+    """Drop items whose image is missing or corrupt (with a printed count) instead of failing."""
+    allow_pickle: bool = False
+    """Allow unpickling the paper's DVBPR .npy files (unpickling can run code)."""
+    max_items: int = 0
+    """For fashion-mnist: number of images to use (0 = all 70,000)."""
+    seed: int = 0
+    """Seed for split tie-breaking where there are no timestamps."""
+
+
+@dataclass
+class WorldConfig:
+    """The simulated world: procedural garments and users with known tastes."""
+
+    num_items: int = 3000
+    """Number of procedural garments (or images drawn from the image set)."""
+    num_users: int = 1000
+    """Number of simulated users."""
+    interactions_per_user: int = 12
+    """Mean number of distinct items each simulated user buys."""
+    taste_strength: float = 4.0
+    """Scale of the visual part of the hidden preference (higher = more predictable users)."""
+    seed: int = 0
+    """Seed for garments, tastes and sampled purchases."""
+
+
+@dataclass
+class ModelConfig:
+    """The DVBPR recommender (CNN-F item tower + user embedding table)."""
+
+    embedding_dim: int = 100
+    """K: size of user vectors theta_u and item embeddings Phi(X_i)."""
+    width: float = 1.0
+    """Multiplier on CNN-F conv channel counts (1.0 = the paper's 64/256/256/256/256)."""
+    fc_units: int = 4096
+    """Units in each of CNN-F's two hidden fully connected layers."""
+    dropout: float = 0.5
+    """Dropout rate on the fully connected layers."""
+    init_from: str = ""
+    """Optional workdir of a pre-trained item tower (category classifier) to start from."""
+
+
+@dataclass
+class TrainConfig:
+    """The shared custom training loop."""
+
+    steps: int = 20000
+    """Total optimizer steps."""
+    batch_size: int = 128
+    """Global batch size (BPR triples, or images for the GAN)."""
+    learning_rate: float = 1e-4
+    """Adam learning rate."""
+    lambda_theta: float = 1.0
+    """L2 weight on the batch's user vectors (DVBPR)."""
+    lambda_cnn: float = 1e-3
+    """L2 weight on CNN kernels, not biases (DVBPR)."""
+    steps_per_loop: int = 50
+    """Steps run inside one tf.function call between host-side logging."""
+    eval_every: int = 1000
+    """Validation AUC every this many steps (0 = only at the end)."""
+    checkpoint_every: int = 500
+    """Checkpoint every this many steps."""
+    keep_checkpoints: int = 3
+    """How many recent checkpoints to keep (the best by validation AUC is kept apart)."""
+    strategy: str = "default"
+    """tf.distribute strategy: default, mirrored or multi_worker (TF_CONFIG)."""
+    mixed_precision: bool = False
+    """Compute in float16 with float32 variables (useful on GPUs only)."""
+    histogram_every: int = 1000
+    """Weight histograms to TensorBoard every this many steps (0 = never)."""
+    seed: int = 0
+    """Seed for weights and the triple sampler."""
+
+
+@dataclass
+class GanConfig:
+    """The category-conditional GAN (least-squares loss as in the paper)."""
+
+    resolution: int = 64
+    """Generated image side: 32, 64 or 128."""
+    noise_dim: int = 256
+    """Size of the latent code z."""
+    base_channels: int = 64
+    """Discriminator's first conv channels (doubles per stride-2 layer); generator mirrors it."""
+    loss: str = "lsgan"
+    """lsgan (the paper's) or nonsaturating."""
+    learning_rate: float = 1e-4
+    """Adam learning rate for both networks."""
+    beta1: float = 0.5
+    """Adam beta1 for both networks."""
+    steps: int = 20000
+    """Training steps (one discriminator and one generator update each)."""
+    batch_size: int = 64
+    """Global batch size of real images."""
+    sample_every: int = 1000
+    """Per-category image grid to TensorBoard every this many steps."""
+
+
+@dataclass
+class DesignConfig:
+    """Preference maximisation and prototype modification in the GAN's latent space."""
+
+    eta: float = 1.0
+    """Weight of the realism term eta * (D(G(z,c),c) - 1)^2."""
+    starts: int = 16
+    """Random starting codes per (user, category)."""
+    steps: int = 10
+    """Adam steps on z."""
+    learning_rate: float = 0.1
+    """Adam learning rate on z."""
+    invert_steps: int = 200
+    """Steps of L1 GAN inversion for prototype modification."""
+    proximity: float = 1.0
+    """Weight of the L1 proximity term while modifying a prototype."""
+
+
+@dataclass
+class Config:
+    """Everything one run needs; saved as config.json in the work directory."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    design: DesignConfig = field(default_factory=DesignConfig)
+
+
+def paper() -> Config:
+    """The published setting: 224 px CNN-F, K=100, batch 128, Adam 1e-4; 64 px GAN with 256-d noise."""
+    return Config()
+
+
+def cpu() -> Config:
+    """A setting that trains in tens of minutes on a 2-core CPU."""
+    cfg = Config()
+    cfg.data.resolution = 64
+    cfg.model.width = 0.5
+    cfg.model.fc_units = 512
+    cfg.train.steps = 3000
+    cfg.train.steps_per_loop = 50
+    cfg.train.eval_every = 500
+    cfg.train.checkpoint_every = 500
+    cfg.train.histogram_every = 500
+    cfg.gan.resolution = 64
+    cfg.gan.noise_dim = 128
+    cfg.gan.base_channels = 32
+    cfg.gan.steps = 3000
+    cfg.gan.sample_every = 500
+    return cfg
+
+
+def tiny() -> Config:
+    """Seconds-long runs for tests: 32 px images, narrow networks, a handful of steps."""
+    cfg = Config()
+    cfg.data.resolution = 32
+    cfg.world.num_items = 200
+    cfg.world.num_users = 60
+    cfg.world.interactions_per_user = 8
+    cfg.model.embedding_dim = 16
+    cfg.model.width = 0.125
+    cfg.model.fc_units = 64
+    cfg.train.steps = 20
+    cfg.train.batch_size = 32
+    cfg.train.learning_rate = 1e-3
+    cfg.train.steps_per_loop = 5
+    cfg.train.eval_every = 10
+    cfg.train.checkpoint_every = 10
+    cfg.train.histogram_every = 0
+    cfg.gan.resolution = 32
+    cfg.gan.noise_dim = 16
+    cfg.gan.base_channels = 8
+    cfg.gan.steps = 10
+    cfg.gan.batch_size = 16
+    cfg.gan.sample_every = 5
+    cfg.design.starts = 2
+    cfg.design.steps = 3
+    cfg.design.invert_steps = 5
+    return cfg
+
+
+PRESETS = {"tiny": tiny, "cpu": cpu, "paper": paper}
+
+
+def preset(name: str) -> Config:
+    """Returns a fresh config for a preset name (tiny, cpu, paper)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def _convert(text: str, typ, key: str):
+    if typ is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--set {key}={text}: expected a boolean (true/false)")
+    try:
+        return typ(text)
+    except ValueError:
+        raise ValueError(f"--set {key}={text}: expected {typ.__name__}") from None
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Applies ``section.field=value`` strings in place and returns ``cfg``.
+
+    Raises:
+      ValueError: on a malformed string, an unknown section or field, or a value
+        that does not convert to the field's type.
+    """
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ValueError(f"--set {item!r}: expected section.field=value, e.g. train.steps=100")
+        node = cfg
+        parts = key.strip().split(".")
+        for depth, part in enumerate(parts):
+            if not dataclasses.is_dataclass(node):
+                raise ValueError(f"--set {key}: {'.'.join(parts[:depth])} is not a section")
+            names = {f.name: f for f in dataclasses.fields(node)}
+            if part not in names:
+                where = ".".join(parts[:depth]) or "config"
+                raise ValueError(f"--set {key}: unknown key {part!r} in {where}; known: {sorted(names)}")
+            if depth == len(parts) - 1:
+                hints = typing.get_type_hints(type(node))
+                typ = hints[part]
+                if dataclasses.is_dataclass(typ):
+                    raise ValueError(f"--set {key}: {key} is a section, name one of its fields")
+                setattr(node, part, _convert(value, typ, key))
+            else:
+                node = getattr(node, part)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> Config:
+    """Rebuilds a Config from ``to_dict`` output; unknown keys are an error."""
+    cfg = Config()
+    for section, values in data.items():
+        if not hasattr(cfg, section):
+            raise ValueError(f"config: unknown section {section!r}")
+        node = getattr(cfg, section)
+        known = {f.name for f in dataclasses.fields(node)}
+        for name, value in values.items():
+            if name not in known:
+                raise ValueError(f"config: unknown key {section}.{name}")
+            setattr(node, name, value)
+    return cfg
+
+
+def save(cfg: Config, workdir: str) -> str:
+    """Writes ``workdir/config.json`` atomically and returns its path."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(to_dict(cfg), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def load(workdir: str) -> Config:
+    """Reads ``workdir/config.json`` written by ``save``."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir!r} a tfmodels work directory?")
+    with open(path) as f:
+        return from_dict(json.load(f))
