@@ -1,0 +1,128 @@
+"""``tfmodels export``: trained work directories -> SavedModels in TensorFlow Serving's layout.
+
+Writes, under the export base E, ``recommender/<N>/`` (scoring, cold-start scoring,
+embeddings, top-k retrieval), ``item_encoder/<N>/`` (the CNN tower as a reusable
+SavedModel) and, with a GAN work directory, ``designer/<N>/`` (generate, design,
+modify), each with a warm-up file and a model card in ``assets.extra/``, then
+``E/models.config`` listing every model in E. N is the next free version of each
+model unless ``--version`` is given. See ``export/`` for the signatures.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="export trained models as SavedModels for TensorFlow Serving",
+        description=__doc__.split("\n\n")[1])
+    p.add_argument("--rec-workdir", required=True, help="DVBPR work directory (tfmodels train dvbpr --workdir R)")
+    p.add_argument("--gan-workdir", default="", help="GAN work directory (tfmodels train gan --workdir G); "
+                                                     "without it the designer is not exported")
+    p.add_argument("--export-base", required=True, help="export folder E (TensorFlow Serving's base paths)")
+    p.add_argument("--version", type=int, default=None,
+                   help="version number for every exported model (default: each model's latest + 1)")
+    p.add_argument("--last", action="store_true", help="use the recommender's last checkpoint, not W/best")
+    p.add_argument("--config-base-path", default="",
+                   help="E as the server sees it, for models.config (default: the absolute path of E; "
+                        "e.g. /models for the tensorflow/serving container)")
+    p.set_defaults(func=run)
+
+
+def _png(image_uint8) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image_uint8).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def export_all(rec_workdir: str, gan_workdir: str, export_base: str, version: int | None = None,
+               best: bool = True, config_base_path: str = "", log=print) -> dict:
+    """Exports the recommender, the item encoder and (with ``gan_workdir``) the designer.
+
+    Returns:
+      {model name: version folder written, ..., "models.config": its path}.
+    """
+    import numpy as np
+
+    from export import signatures as S
+    from export.designer import build_designer_module, warmup_inputs as designer_warmup
+    from export.item_encoder import build_item_encoder, warmup_inputs as encoder_warmup
+    from export.layout import model_card, save_version, write_models_config
+    from export.recommender import build_recommender_module, warmup_inputs as recommender_warmup
+    from tfmodels import config as config_lib
+    from tfmodels.training.recommender import load_dvbpr
+
+    if version is not None and version < 1:
+        raise ValueError(f"--version must be a positive integer, got {version}")
+    for w in (rec_workdir, gan_workdir):
+        if w and not os.path.isdir(w):
+            raise FileNotFoundError(f"work directory {w!r} does not exist")
+    t0 = time.time()
+    log(f"[export] loading the recommender from {rec_workdir}")
+    model, dataset, split, images = load_dvbpr(rec_workdir, best=best)
+    rec_cfg = config_lib.load(rec_workdir)
+    sample_png = _png(np.asarray(images[0]))
+    written = {}
+
+    rec = build_recommender_module(model, dataset, split, images)
+    sigs = rec.signatures()
+    settings = {"num_users": rec.num_users, "num_items": rec.num_items, "embedding_dim": rec.embedding_dim,
+                "resolution": rec.resolution, "unknown_ids": "known=False, score 0",
+                "exclude_purchased": "the split's training items"}
+    written[S.RECOMMENDER] = save_version(
+        rec, export_base, S.RECOMMENDER, sigs, version,
+        extra_files={"model_card.json": model_card(S.RECOMMENDER, {"recommender": rec_workdir}, sigs, settings)},
+        warmup=recommender_warmup(rec, dataset.user_ids, dataset.item_ids, sample_png))
+    log(f"[export] {S.RECOMMENDER}: {written[S.RECOMMENDER]}")
+
+    enc = build_item_encoder(model.item_tower, l2=rec_cfg.train.lambda_cnn)
+    sigs = enc.signatures()
+    written[S.ITEM_ENCODER] = save_version(
+        enc, export_base, S.ITEM_ENCODER, sigs, version,
+        extra_files={"model_card.json": model_card(S.ITEM_ENCODER, {"recommender": rec_workdir}, sigs,
+                                                   {"resolution": enc.resolution, "embedding_dim": enc.embedding_dim,
+                                                    "input": "float32 [B, R, R, 3] in [-1, 1] = x / 127.5 - 1",
+                                                    "regularization_l2": rec_cfg.train.lambda_cnn})},
+        warmup=encoder_warmup(enc, images))
+    log(f"[export] {S.ITEM_ENCODER}: {written[S.ITEM_ENCODER]}")
+
+    if gan_workdir:
+        from tfmodels.design import Designer
+        from tfmodels.training.gan import load_gan
+
+        log(f"[export] loading the GAN from {gan_workdir}")
+        generator, discriminator, gan_cfg, meta = load_gan(gan_workdir)
+        designer = Designer(generator=generator, discriminator=discriminator, item_tower=model.item_tower,
+                            user_vectors=np.asarray(model.user_embedding.embeddings.numpy(), np.float32),
+                            dataset=dataset, images=images, gan_meta=meta, gan_cfg=gan_cfg,
+                            rec_resolution=int(images.shape[1]), loss=meta.get("loss", gan_cfg.gan.loss))
+        des = build_designer_module(designer)
+        sigs = des.signatures()
+        written[S.DESIGNER] = save_version(
+            des, export_base, S.DESIGNER, sigs, version,
+            extra_files={"model_card.json": model_card(
+                S.DESIGNER, {"recommender": rec_workdir, "gan": gan_workdir}, sigs, des.settings())},
+            warmup=designer_warmup(des, dataset.user_ids[0], sample_png))
+        log(f"[export] {S.DESIGNER}: {written[S.DESIGNER]}")
+
+    written["models.config"] = write_models_config(export_base, base_path_prefix=config_base_path or None)
+    log(f"[export] {written['models.config']} ({time.time() - t0:.1f}s)")
+    return written
+
+
+def run(args) -> int:
+    import json
+    import sys
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
+    written = export_all(args.rec_workdir, args.gan_workdir, args.export_base, args.version,
+                         best=not args.last, config_base_path=args.config_base_path, log=log)
+    print(json.dumps(written, indent=2))
+    return 0
