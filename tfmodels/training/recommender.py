@@ -1,0 +1,384 @@
+"""Training and loading the DVBPR recommender.
+
+``DVBPRTask`` plugs DVBPR into the shared loop (``tfmodels.training.loop``):
+
+- the batch is {"user", "pos", "neg"} int32 triples from
+  ``tfmodels.data.sampler.distributed_triples``; pixels are gathered *inside the
+  step* from a uint8 image table [N, R, R, 3] (a non-trainable variable on the
+  host CPU, so only the batch's images move to an accelerator) and converted
+  with ``tfmodels.data.images.to_model_input``;
+- one tower call embeds the 2B images of a batch (i's and j's), then the
+  paper's batch objective ``sum_b[-ln sigmoid(x_ui - x_uj) + lambda_theta
+  ||theta_u||^2] + lambda_cnn sum_W ||W||^2``, divided by the global batch size
+  B (``tfmodels.models.dvbpr``): the mean per-triple loss plus
+  ``lambda_cnn / B * sum_W ||W||^2``. B comes from ``tf.shape`` at run time;
+- evaluation scores validation users with ``tfmodels.evaluation.evaluate_split``
+  through ``build_scorer``: every item is embedded once, in batches, and users
+  are scored with one matrix product ``theta[users] @ E^T``.
+
+``train_dvbpr(cfg, workdir)`` is the command-line entry point;
+``load_dvbpr(workdir)`` and ``load_scorer(workdir)`` reopen a finished (or
+running) work directory for evaluation, design and export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfmodels import config as config_lib
+from tfmodels.models.dvbpr import DVBPR, build_dvbpr, dvbpr_loss_per_example, bpr_loss_per_example
+from tfmodels.training import loop
+from tfmodels.training.strategy import build_strategy
+
+PROJECTOR_ITEMS = 4096
+"""At most this many items (a seeded random subset) go to the embedding projector."""
+PROJECTOR_THUMB = 32
+"""Thumbnail side in the projector's sprite image."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_data(cfg):
+    """(dataset, split, images uint8 [N, R, R, 3]) for ``cfg.data``, as training saw them."""
+    from tfmodels.data import images as images_lib
+    from tfmodels.data.loading import load_dataset
+    from tfmodels.data.splits import leave_one_out
+
+    dataset = load_dataset(cfg)  # drops bad images itself when cfg.data.skip_bad_images
+    if dataset.num_users == 0 or dataset.num_interactions == 0:
+        raise ValueError(f"dataset {dataset.name!r} has no users or interactions to train a recommender on "
+                         f"(set world.simulate=true to simulate users over its images)")
+    split = leave_one_out(dataset, seed=cfg.data.seed)
+    pixels = images_lib.load_images(dataset, cfg.data.resolution, cfg.data.cache_dir,
+                                    skip_bad=cfg.data.skip_bad_images)
+    return dataset, split, pixels
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def embed_items(model: DVBPR, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Phi(X_i) for every item: float32 [N, K], in batches (inference mode, host)."""
+    @tf.function(input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.uint8)])
+    def embed(batch):
+        from tfmodels.data.images import to_model_input
+        return model.item_embeddings(to_model_input(batch), training=False)
+
+    out = np.empty((len(images), model.embedding_dim), np.float32)
+    for start in range(0, len(images), batch_size):
+        out[start:start + batch_size] = embed(np.asarray(images[start:start + batch_size])).numpy()
+    return out
+
+
+def build_scorer(model: DVBPR, images: np.ndarray, batch_size: int = 256):
+    """A scorer ``user_idx int [B] -> float32 [B, N]`` = theta[users] @ E^T.
+
+    Item embeddings E are computed once, when the scorer is built; the model's
+    later weight updates do not affect it (build a new scorer after training).
+    """
+    item_emb = embed_items(model, images, batch_size)
+    theta = model.user_embedding.embeddings.numpy().astype(np.float32)
+
+    def score_fn(user_idx):
+        return theta[np.asarray(user_idx, np.int64)] @ item_emb.T
+
+    score_fn.item_embeddings = item_emb
+    score_fn.user_vectors = theta
+    return score_fn
+
+
+# --------------------------------------------------------------------------- the task
+
+
+class DVBPRTask(loop.Task):
+    """DVBPR in the shared loop. Host-side construction; see the module docstring."""
+
+    kind = "dvbpr"
+    best_metric = "auc_all"
+    best_mode = "max"
+
+    def __init__(self, cfg, dataset, split, images: np.ndarray, evaluate_fn=None):
+        """
+        Args:
+          cfg: the full Config (model, train, data.resolution).
+          dataset: the Dataset (ids and categories for the projector).
+          split: the leave-one-out Split the sampler and evaluation use.
+          images: uint8 [num_items, R, R, 3], R = cfg.data.resolution.
+          evaluate_fn: optional ``(scorer, split) -> dict`` replacing
+            ``evaluate_split(scorer, split, "val")`` (tests use a cheap one).
+        """
+        if images.ndim != 4 or images.shape[1:] != (cfg.data.resolution, cfg.data.resolution, 3):
+            raise ValueError(f"images: expected uint8 [N, {cfg.data.resolution}, {cfg.data.resolution}, 3], "
+                             f"got {images.dtype} {list(images.shape)}")
+        if len(images) != split.num_items:
+            raise ValueError(f"images: {len(images)} rows for {split.num_items} items in the split")
+        self.cfg = cfg
+        self.dataset = dataset
+        self.split = split
+        self.images = images
+        self.evaluate_fn = evaluate_fn
+
+    def build(self, strategy):
+        cfg = self.cfg
+        self.model = build_dvbpr(cfg.model, self.split.num_users, cfg.data.resolution)
+        if cfg.model.init_from:
+            load_pretrained_into(self.model, cfg.model.init_from)
+        self.optimizer = loop.build_optimizer(cfg.train.learning_rate, cfg.train.mixed_precision)
+        # Slots now (not at the first step), so a restored checkpoint fills them at once.
+        self.optimizer.build(self.model.trainable_variables)
+
+    def build_inputs(self, strategy):
+        # Outside the strategy's scope and pinned to the host CPU: a plain (not
+        # mirrored) variable every replica reads, so the table is stored once per
+        # worker and gathers run next to it (only the batch's pixels move).
+        with tf.device("/cpu:0"):
+            self.image_table = tf.Variable(np.asarray(self.images), trainable=False, name="image_table")
+
+    def checkpoint_items(self):
+        return {"model": self.model, "optimizer": self.optimizer}
+
+    def make_dataset(self, strategy, start_step):
+        from tfmodels.data.sampler import distributed_triples
+
+        # A resumed run draws fresh triples instead of replaying the first ones.
+        return distributed_triples(strategy, self.split, self.cfg.train.batch_size,
+                                   seed=self.cfg.train.seed + start_step)
+
+    def train_step(self, batch):
+        from tfmodels.data.images import to_model_input
+
+        t = self.cfg.train
+        users, pos, neg = batch["user"], batch["pos"], batch["neg"]
+        pixels = to_model_input(tf.gather(self.image_table, tf.concat([pos, neg], axis=0)))
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            phi = self.model.item_embeddings(pixels, training=True)
+            phi_i, phi_j = tf.split(phi, 2, axis=0)
+            theta = self.model.user_vectors(users)
+            x_ui = tf.reduce_sum(theta * phi_i, axis=-1)
+            x_uj = tf.reduce_sum(theta * phi_j, axis=-1)
+            per_example = dvbpr_loss_per_example(theta, x_ui, x_uj, t.lambda_theta)
+            # The paper's objective sums over the batch's triples and adds the CNN
+            # term once; we divide all of it by the global batch size B.
+            global_batch = tf.cast(tf.shape(users)[0] * tf.distribute.get_replica_context().num_replicas_in_sync,
+                                   tf.float32)
+            reg_cnn = loop.scale_regularization(t.lambda_cnn * self.model.cnn_l2() / global_batch)
+            loss = loop.average_loss(per_example) + reg_cnn
+        grads = loop.compute_gradients(tape, self.optimizer, loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        bpr = loop.average_loss(bpr_loss_per_example(x_ui, x_uj))
+        return {"loss": loss, "bpr": bpr, "reg_theta": loop.average_loss(per_example) - bpr,
+                "reg_cnn": reg_cnn,
+                "pair_acc": loop.average_loss(tf.cast(x_ui > x_uj, tf.float32))}
+
+    def scorer(self):
+        return build_scorer(self.model, self.images)
+
+    def evaluate(self, step):
+        scorer = self.scorer()
+        if self.evaluate_fn is not None:
+            return self.evaluate_fn(scorer, self.split)
+        from tfmodels.evaluation import evaluate_split
+
+        return evaluate_split(scorer, self.split, which="val", seed=self.cfg.data.seed)
+
+    def histogram_variables(self):
+        return self.model.trainable_variables
+
+    def model_info(self):
+        return {"num_users": self.split.num_users, "num_items": self.split.num_items,
+                "resolution": self.cfg.data.resolution, "embedding_dim": self.cfg.model.embedding_dim,
+                "dataset": self.dataset.name if self.dataset is not None else ""}
+
+    def finish(self, workdir, step, chief):
+        if chief and self.dataset is not None:
+            write_projector(workdir, self.model, self.dataset, self.images)
+
+
+# --------------------------------------------------------------------------- pre-trained init
+
+
+def load_pretrained_into(model: DVBPR, classifier_workdir: str) -> None:
+    """Copies a pre-trained classifier's CNN-F trunk into ``model.item_tower``.
+
+    The classifier (``tfmodels.models.classifier``) builds its trunk with the same
+    ``build_item_tower``, so layers match by name. Layers whose shapes differ
+    (typically the final ``embedding`` layer when K differs) keep their fresh
+    initialisation; a conv/fc shape mismatch elsewhere is an error.
+    """
+    from tfmodels.training import baselines
+
+    if hasattr(baselines, "load_pretrained_tower"):
+        source = baselines.load_pretrained_tower(classifier_workdir)
+    else:
+        source = baselines.load_classifier(classifier_workdir, best=True)[0].item_tower
+    copied, skipped = [], []
+    for layer in model.item_tower.layers:
+        if not layer.weights:
+            continue
+        try:
+            src = source.get_layer(layer.name)
+        except ValueError:
+            skipped.append(layer.name)
+            continue
+        shapes = [tuple(w.shape) for w in layer.get_weights()]
+        src_weights = src.get_weights()
+        if [tuple(w.shape) for w in src_weights] != shapes:
+            if layer.name == "embedding":
+                skipped.append(layer.name)
+                continue
+            raise ValueError(f"model.init_from={classifier_workdir}: layer {layer.name} has shapes "
+                             f"{[w.shape for w in src_weights]}, DVBPR expects {shapes} "
+                             f"(use the same model.width / fc_units / data.resolution)")
+        layer.set_weights(src_weights)
+        copied.append(layer.name)
+    if not copied:
+        raise ValueError(f"model.init_from={classifier_workdir}: no layer of the item tower matched")
+    print(f"[dvbpr] item tower initialised from {classifier_workdir}: {', '.join(copied)}"
+          + (f" (kept fresh: {', '.join(skipped)})" if skipped else ""), flush=True)
+
+
+# --------------------------------------------------------------------------- projector
+
+
+def write_projector(workdir: str, model: DVBPR, dataset, images: np.ndarray,
+                    max_items: int = PROJECTOR_ITEMS, thumb: int = PROJECTOR_THUMB) -> str:
+    """TensorBoard embedding projector of item embeddings, with an image sprite.
+
+    Writes ``W/tb/`` projector files: a checkpoint holding the embedding matrix,
+    ``metadata.tsv`` (item id, category) and ``sprite.png`` (thumbnails in a
+    square grid). Returns the folder.
+    """
+    from PIL import Image
+    from tensorboard.plugins import projector
+
+    logdir = os.path.join(workdir, "tb")
+    os.makedirs(logdir, exist_ok=True)
+    n = len(images)
+    rng = np.random.default_rng(0)
+    idx = np.sort(rng.choice(n, size=min(n, max_items), replace=False))
+    emb = embed_items(model, images[idx] if len(idx) < n else images)
+    thumbs = tf.image.resize(np.asarray(images[idx]), (thumb, thumb), method="area", antialias=True)
+    thumbs = tf.cast(tf.clip_by_value(tf.round(thumbs), 0, 255), tf.uint8).numpy()
+    side = int(np.ceil(np.sqrt(len(idx))))
+    sprite = np.full((side * thumb, side * thumb, 3), 255, np.uint8)
+    for k, img in enumerate(thumbs):
+        r, c = divmod(k, side)
+        sprite[r * thumb:(r + 1) * thumb, c * thumb:(c + 1) * thumb] = img
+    tmp = os.path.join(logdir, "sprite.png.tmp")
+    Image.fromarray(sprite).save(tmp, format="PNG")
+    os.replace(tmp, os.path.join(logdir, "sprite.png"))
+
+    names = dataset.category_names
+    with open(os.path.join(logdir, "metadata.tsv.tmp"), "w") as f:
+        f.write("item_id\tcategory\n")
+        for i in idx:
+            c = int(dataset.categories[i]) if len(dataset.categories) else -1
+            cat = names[c] if 0 <= c < len(names) else "?"
+            item_id = str(dataset.item_ids[i]).replace("\t", " ")
+            f.write(f"{item_id}\t{cat.replace(chr(9), ' ') or '?'}\n")
+    os.replace(os.path.join(logdir, "metadata.tsv.tmp"), os.path.join(logdir, "metadata.tsv"))
+
+    # As in TensorBoard's projector guide: a checkpoint saved in the log folder
+    # (its "checkpoint" state file is how the projector finds the tensor).
+    var = tf.Variable(emb, name="item_embedding")
+    tf.train.Checkpoint(item_embedding=var).save(os.path.join(logdir, "embedding.ckpt"))
+    cfg = projector.ProjectorConfig()
+    e = cfg.embeddings.add()
+    e.tensor_name = "item_embedding/.ATTRIBUTES/VARIABLE_VALUE"
+    e.metadata_path = "metadata.tsv"
+    e.sprite.image_path = "sprite.png"
+    e.sprite.single_image_dim.extend([thumb, thumb])
+    projector.visualize_embeddings(logdir, cfg)
+    return logdir
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _check_resumable(cfg, workdir: str) -> None:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path) or not tf.train.latest_checkpoint(os.path.join(workdir, "ckpt")):
+        return
+    old, new = config_lib.to_dict(config_lib.load(workdir)), config_lib.to_dict(cfg)
+    old["data"].pop("cache_dir", None)  # where the image cache lives does not change the run
+    new["data"].pop("cache_dir", None)
+    for section in ("data", "model", "world"):
+        if old[section] != new[section]:
+            diff = {k: (old[section].get(k), v) for k, v in new[section].items() if old[section].get(k) != v}
+            raise ValueError(f"{workdir} holds a run with different {section} settings "
+                             f"(saved vs now: {diff}); use a new --workdir or the same settings")
+
+
+def train_dvbpr_on(cfg, workdir: str, dataset, split, images, strategy=None, evaluate_fn=None) -> dict:
+    """Trains DVBPR on given data (resuming from ``W/ckpt``); returns ``loop.run``'s summary."""
+    _check_resumable(cfg, workdir)
+    config_lib.save(cfg, workdir)
+    strategy = strategy or build_strategy(cfg.train.strategy)
+    task = DVBPRTask(cfg, dataset, split, images, evaluate_fn=evaluate_fn)
+    result = loop.run(task, cfg.train, workdir, strategy)
+    result["task"] = task
+    return result
+
+
+def train_dvbpr(cfg, workdir: str) -> dict:
+    """``tfmodels train dvbpr``: load data, train with validation AUC, keep the best checkpoint.
+
+    Writes W/config.json, W/model.json, W/ckpt/, W/best/, W/tb/ (scalars,
+    histograms, embedding projector) and W/metrics.jsonl. Returns the loop's summary.
+    """
+    strategy = build_strategy(cfg.train.strategy)  # before any other TF work (multi-worker)
+    dataset, split, images = load_data(cfg)
+    print(f"[dvbpr] {dataset.name}: {split.num_users} users, {split.num_items} items, "
+          f"{len(split.train_item)} training pairs, images {list(images.shape)}", flush=True)
+    return train_dvbpr_on(cfg, workdir, dataset, split, images, strategy=strategy)
+
+
+def _read_model_json(workdir: str) -> dict:
+    path = os.path.join(workdir, "model.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir!r} a trained tfmodels work directory?")
+    with open(path) as f:
+        return json.load(f)
+
+
+def checkpoint_path(workdir: str, best: bool = True) -> str:
+    """The best checkpoint (W/best/) if ``best`` and present, else the latest in W/ckpt/."""
+    path = tf.train.latest_checkpoint(os.path.join(workdir, "best")) if best else None
+    path = path or tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
+    if not path:
+        raise FileNotFoundError(f"no checkpoint in {workdir}/best or {workdir}/ckpt")
+    return path
+
+
+def load_dvbpr(workdir: str, best: bool = True):
+    """Reopens a DVBPR work directory: (model, dataset, split, images uint8 [N, R, R, 3]).
+
+    Restores W/best/ (best validation AUC) when ``best`` and it exists, else the
+    latest W/ckpt/ checkpoint. Data are reloaded from W/config.json (the image
+    cache makes that cheap).
+    """
+    info = _read_model_json(workdir)
+    if info.get("kind") != "dvbpr":
+        raise ValueError(f"{workdir}/model.json: kind is {info.get('kind')!r}, expected 'dvbpr'")
+    cfg = config_lib.load(workdir)
+    dataset, split, images = load_data(cfg)
+    model = build_dvbpr(cfg.model, split.num_users, cfg.data.resolution)
+    tf.train.Checkpoint(model=model).restore(checkpoint_path(workdir, best)).expect_partial()
+    return model, dataset, split, images
+
+
+def load_scorer(workdir: str, best: bool = True):
+    """(score_fn, dataset, split) for any recommender work directory (dvbpr, bpr-mf, vbpr, pop)."""
+    info = _read_model_json(workdir)
+    if info.get("kind") == "dvbpr":
+        model, dataset, split, images = load_dvbpr(workdir, best=best)
+        return build_scorer(model, images), dataset, split
+    from tfmodels.training import baselines
+
+    return baselines.load_scorer(workdir, best=best)
