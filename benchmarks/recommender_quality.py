@@ -1,0 +1,445 @@
+"""Recommender quality: PopRank, BPR-MF, VBPR, DVBPR (scratch and pre-trained init) in one harness.
+
+For each data set (procedural garments with simulated users, and the real H&M
+sample when --hm-dir is given) this trains, in ``--out/<dataset>/<method>``:
+
+1. ``classifier``: the project's own pre-trained CNN (CNN-F trunk on category
+   labels): VBPR's frozen features and DVBPR's optional initialisation;
+2. ``pop``, ``bpr-mf``, ``vbpr`` (features of 1), ``dvbpr`` (from scratch) and
+   ``dvbpr-init`` (item tower initialised from 1, via ``model.init_from``),
+
+all with the shared training loop, validation AUC every ``train.eval_every``
+steps and the best checkpoint kept by validation ``auc_all``. Each method then
+gets its *best-on-validation* checkpoint evaluated on the *test* split by
+``tfmodels.evaluation.evaluate_split`` (AUC all / cold / cold-vs-cold, full and
+sampled-100, recall@10, NDCG@10). On the simulated world the oracle AUC (true
+hidden scores of the simulated users) stands beside them, with the share of the
+oracle's margin above chance each method closes: (AUC - 0.5) / (oracle - 0.5).
+
+Training length is a *time budget* per method (minutes, per preset): a first
+chunk of ``eval_every`` steps measures this machine's wall-clock rate
+(evaluations included), then training resumes from its checkpoint up to the
+number of steps that fits the remaining budget (capped at the preset's steps).
+The steps each method got are in the table. ``--preset cpu`` keeps each data set
+under 60 minutes on a 2-core CPU; ``--quick`` is a few-minute smoke run of the
+whole script on a small world at 32 px (its numbers mean little).
+
+Writes to --out: ``results.md`` and ``results.json`` (the tables, the machine,
+the commands), ``<dataset>_auc_vs_step.png`` (validation AUC all and
+cold-vs-cold against training step for every method). Prints the machine first.
+
+    python benchmarks/recommender_quality.py --preset cpu --hm-dir ../shared/data/hm --out bench_out/rq
+    python benchmarks/recommender_quality.py --quick --out /tmp/rq_quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import tfmodels  # noqa: E402,F401  (tf-keras before TensorFlow)
+import numpy as np  # noqa: E402
+
+METHODS = ("pop", "bpr-mf", "vbpr", "dvbpr", "dvbpr-init")
+COLUMNS = ("auc_all", "auc_cold", "auc_cold_vs_cold", "auc_sampled_all", "auc_sampled_cold",
+           "recall_at_10", "ndcg_at_10")
+
+# Minutes of wall-clock training per method and data set (evaluations included).
+BUDGETS = {
+    "cpu": {"classifier": 5.0, "pop": 1.0, "bpr-mf": 3.0, "vbpr": 3.0, "dvbpr": 20.0, "dvbpr-init": 20.0},
+    "quick": {"classifier": 0.5, "pop": 0.2, "bpr-mf": 0.3, "vbpr": 0.3, "dvbpr": 0.7, "dvbpr-init": 0.7},
+}
+
+
+def machine_info() -> dict:
+    import tensorflow as tf
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+            mem = f"{kb / 2**20:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        load = "?"
+    return {"cpu": cpu, "cores_usable": usable, "memory": mem, "load_avg_1_5_15": load,
+            "gpus": len(tf.config.list_physical_devices("GPU")), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "platform": platform.platform()}
+
+
+def build_config(name: str, preset: str, hm_dir: str, overrides: list[str]):
+    from tfmodels import config as config_lib
+
+    if preset == "quick":
+        cfg = config_lib.tiny()
+        cfg.data.resolution = 32
+        cfg.world.num_items = 400
+        cfg.world.num_users = 200
+        cfg.world.interactions_per_user = 8
+        cfg.model.fc_units = 64
+        cfg.train.steps = 400
+        cfg.train.batch_size = 64
+        cfg.train.eval_every = 50
+        cfg.train.checkpoint_every = 50
+        cfg.train.steps_per_loop = 25
+        cfg.baseline.classifier_steps = 150
+    else:
+        cfg = config_lib.preset(preset)
+    cfg.train.histogram_every = 0  # not needed here; saves time
+    if name == "garments":
+        cfg.data.dataset = "garments"
+    elif name == "hm":
+        cfg.data.dataset = "hm"
+        cfg.data.data_dir = hm_dir
+        if preset == "quick":
+            cfg.data.resolution = 64  # the size other runs have most likely cached already
+    else:
+        raise ValueError(f"unknown data set {name!r}")
+    config_lib.apply_overrides(cfg, overrides)
+    return cfg
+
+
+class Budget:
+    """Runs a resumable training function within a wall-clock budget (see the module docstring)."""
+
+    MAX_CALLS = 12
+
+    def __init__(self, minutes: float, log):
+        self.minutes = minutes
+        self.log = log
+
+    def run(self, name, train, max_steps: int, chunk: int):
+        """``train(steps)`` trains (resuming from its checkpoint) up to ``steps``; returns the loop summary.
+
+        The first call trains ``chunk`` steps. Each later call extends training to
+        what the previous call's wall-clock rate (tracing and evaluations
+        included, so conservative) says fits in 90% of the remaining budget,
+        rounded down to a multiple of ``chunk``; it stops when no chunk fits.
+        """
+        start = time.time()
+        chunk = max(1, chunk)
+        done, result = 0, None
+        for _ in range(self.MAX_CALLS):
+            remaining = self.minutes * 60 - (time.time() - start)
+            if result is None:
+                target = min(max_steps, chunk)
+            else:
+                target = min(max_steps, done + int(rate * remaining * 0.9) // chunk * chunk)
+            if target <= done:
+                break
+            t0 = time.time()
+            result = train(target)
+            rate = (int(result["step"]) - done) / max(time.time() - t0, 1e-6)
+            done = int(result["step"])
+            if done >= max_steps:
+                break
+        self.log(f"[{name}] {done} steps in {(time.time() - start) / 60:.1f} min "
+                 f"(budget {self.minutes:g} min, cap {max_steps})")
+        result["train_seconds"] = time.time() - start
+        return result
+
+
+def read_curve(workdir: str) -> list[dict]:
+    from tfmodels.training.loop import read_metrics
+
+    return [{"step": r["step"], "auc_all": r.get("auc_all"), "auc_cold_vs_cold": r.get("auc_cold_vs_cold")}
+            for r in read_metrics(workdir)]
+
+
+def run_dataset(name: str, args, log) -> dict:
+    from tfmodels import config as config_lib
+    from tfmodels.data.images import load_images
+    from tfmodels.data.splits import split_stats
+    from tfmodels.evaluation import evaluate_split
+    from tfmodels.training import baselines, recommender
+
+    preset = "quick" if args.quick else args.preset
+    budgets = dict(BUDGETS["quick" if args.quick else "cpu"])
+    if args.budget_scale != 1.0:
+        budgets = {k: v * args.budget_scale for k, v in budgets.items()}
+    cfg = build_config(name, preset, args.hm_dir, args.overrides)
+    root = os.path.join(args.out, name)
+    os.makedirs(root, exist_ok=True)
+    t_data = time.time()
+    dataset, split = baselines.load_data(cfg)
+    images = load_images(dataset, cfg.data.resolution, cfg.data.cache_dir, skip_bad=cfg.data.skip_bad_images)
+    stats = split_stats(dataset, split)
+    log(f"[{name}] {split.num_users} users, {split.num_items} items, {len(split.train_item)} training pairs, "
+        f"images {list(images.shape)} ({time.time() - t_data:.0f}s to load)")
+    report = {"dataset": name, "preset": preset, "config": config_lib.to_dict(cfg), "stats": stats,
+              "budgets_minutes": budgets, "methods": {}, "curves": {}}
+
+    oracle = None
+    users = dataset.extra.get("users")
+    if users is not None:
+        from tfmodels.data.simulated import oracle_auc
+
+        oracle = oracle_auc(dataset, split, images)
+        report["oracle"] = {k: v for k, v in oracle.items() if isinstance(v, (int, float))}
+        log(f"[{name}] oracle: " + json.dumps(report["oracle"]))
+
+    def evaluate_test(method, score_fn, result):
+        t0 = time.time()
+        metrics = evaluate_split(score_fn, split, "test", seed=0)
+        row = {k: metrics.get(k) for k in COLUMNS}
+        row.update(users=metrics["users"], cold_users=metrics["cold_users"],
+                   cold_vs_cold_users=metrics["cold_vs_cold_users"], steps=int(result["step"]),
+                   best_step=(result.get("best") or {}).get("step"),
+                   train_minutes=round(result.get("train_seconds", 0.0) / 60, 2),
+                   eval_seconds=round(time.time() - t0, 1))
+        if oracle is not None and oracle.get("auc_all") is not None and oracle["auc_all"] > 0.5:
+            row["oracle_margin_closed"] = (row["auc_all"] - 0.5) / (oracle["auc_all"] - 0.5)
+        report["methods"][method] = row
+        log(f"[{name}] TEST {method}: " + "  ".join(
+            f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k in COLUMNS))
+
+    def run_baseline(method, train_fn):
+        w = os.path.join(root, method)
+        mcfg = copy.deepcopy(cfg)
+
+        def train(steps):
+            mcfg.train.steps = steps
+            return train_fn(mcfg, w, dataset, split)
+
+        if method == "pop":
+            result = train(1)
+            result["train_seconds"] = 0.0
+        else:
+            result = Budget(budgets[method], log).run(method, train, args.baseline_max_steps or 5 * cfg.train.steps,
+                                                      cfg.train.eval_every)
+        score_fn, _, _ = baselines.load_scorer(w, best=True, dataset=dataset, split=split)
+        evaluate_test(method, score_fn, result)
+        report["curves"][method] = read_curve(w)
+
+    def run_dvbpr(method, init_from=""):
+        import tensorflow as tf
+
+        w = os.path.join(root, method)
+        mcfg = copy.deepcopy(cfg)
+        mcfg.model.init_from = init_from
+
+        def train(steps):
+            mcfg.train.steps = steps
+            # One strategy object per process for every run (see baselines.get_strategy).
+            out = recommender.train_dvbpr_on(mcfg, w, dataset, split, images,
+                                             strategy=baselines.get_strategy(mcfg.train.strategy))
+            out.pop("task", None)
+            return out
+
+        result = Budget(budgets[method], log).run(method, train, cfg.train.steps, cfg.train.eval_every)
+        model = recommender.build_dvbpr(mcfg.model, split.num_users, mcfg.data.resolution)
+        tf.train.Checkpoint(model=model).restore(recommender.checkpoint_path(w, best=True)).expect_partial()
+        evaluate_test(method, recommender.build_scorer(model, images), result)
+        report["curves"][method] = read_curve(w)
+
+    methods = [m for m in METHODS if m in args.methods]
+    if {"vbpr", "dvbpr-init"} & set(methods):
+        w = os.path.join(root, "classifier")
+        ccfg = copy.deepcopy(cfg)
+
+        def train_clf(steps):
+            ccfg.baseline.classifier_steps = steps
+            return baselines.train_classifier(ccfg, w, dataset=dataset)
+
+        clf = Budget(budgets["classifier"], log).run("classifier", train_clf,
+                                                     cfg.baseline.classifier_steps, cfg.train.eval_every)
+        report["classifier"] = {"steps": int(clf["step"]), "accuracy": clf["metrics"].get("accuracy"),
+                                "chance": clf["metrics"].get("chance"),
+                                "train_minutes": round(clf["train_seconds"] / 60, 2)}
+        log(f"[{name}] classifier: {json.dumps(report['classifier'])}")
+    clf_dir = os.path.abspath(os.path.join(root, "classifier"))
+    for method in methods:
+        t0 = time.time()
+        if method == "pop":
+            run_baseline(method, baselines.train_pop)
+        elif method == "bpr-mf":
+            run_baseline(method, baselines.train_bpr_mf)
+        elif method == "vbpr":
+            cfg.baseline.features_from = clf_dir
+            run_baseline(method, baselines.train_vbpr)
+            cfg.baseline.features_from = ""
+        elif method == "dvbpr":
+            run_dvbpr(method)
+        elif method == "dvbpr-init":
+            run_dvbpr(method, init_from=clf_dir)
+        log(f"[{name}] {method} done in {(time.time() - t0) / 60:.1f} min")
+    report["total_minutes"] = round((time.time() - t_data) / 60, 2)
+    plot_curves(name, report, os.path.join(args.out, f"{name}_auc_vs_step.png"))
+    return report
+
+
+def plot_curves(name: str, report: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, title in ((axes[0], "auc_all", "validation AUC (all items)"),
+                           (axes[1], "auc_cold_vs_cold", "validation AUC (cold vs cold)")):
+        for method, curve in report["curves"].items():
+            pts = [(c["step"], c[key]) for c in curve if c.get(key) is not None and math.isfinite(c[key])]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o" if len(xs) < 3 else None, label=method)
+        if report.get("oracle", {}).get(key) is not None:
+            ax.axhline(report["oracle"][key], color="k", linestyle="--", label="oracle (test)")
+        ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(f"{name}: {title}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("AUC")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def fmt(v, digits=4):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"# Recommender quality ({'quick smoke run' if results['quick'] else 'preset ' + results['preset']})", "",
+             f"Machine: {m['cpu']}, {m['cores_usable']} usable cores, {m['memory']} RAM, {m['gpus']} GPU(s); "
+             f"TensorFlow {m['tensorflow']}, Python {m['python']}; load average at start {m['load_avg_1_5_15']}.",
+             "", f"Command: `{results['command']}`", "",
+             "Test split, each method's checkpoint chosen by validation AUC (all items). AUC per user = share of "
+             "the user's negatives ranked below the held-out item (ties half); *cold* = users whose test item "
+             "has no training interaction; *cold-vs-cold* = those users with negatives restricted to never-trained "
+             "items (the main cold figure: non-visual methods score exactly 0.5 there); *sampled* = 100 random "
+             "negatives per user. In every method the item-specific (non-visual) part of a never-trained item's "
+             "score is the user's median of that part over trained items (see tfmodels/evaluation.py). Plain cold AUC rewards ranking unseen items "
+             "first where every unseen item is somebody's held-out item (H&M): read it with that caveat.", ""]
+    for name, rep in results["datasets"].items():
+        st = rep["stats"]
+        lines += [f"## {name}", "",
+                  f"{st.get('users', '?')} users, {st.get('items', '?')} items; preset {rep['preset']}, "
+                  f"{rep['config']['data']['resolution']} px; total {rep['total_minutes']} min.", ""]
+        head = ["method", "AUC all", "AUC cold", "AUC cold-vs-cold", "sampled AUC all", "sampled AUC cold",
+                "recall@10", "NDCG@10", "steps (best)", "train min"]
+        has_oracle = "oracle" in rep
+        if has_oracle:
+            head.append("oracle margin closed")
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for method in [m for m in METHODS if m in rep["methods"]]:
+            row = rep["methods"][method]
+            cells = [method] + [fmt(row.get(k)) for k in COLUMNS] + [
+                f"{row['steps']} ({row.get('best_step')})", fmt(row.get("train_minutes"), 1)]
+            if has_oracle:
+                cells.append(fmt(row.get("oracle_margin_closed"), 2))
+            lines.append("| " + " | ".join(cells) + " |")
+        if has_oracle:
+            o = rep["oracle"]
+            cells = ["**oracle** (true scores)"] + [fmt(o.get(k)) for k in COLUMNS] + ["-", "-", "1.00"]
+            lines.append("| " + " | ".join(cells) + " |")
+        if "classifier" in rep:
+            c = rep["classifier"]
+            lines += ["", f"Pre-trained category classifier: accuracy {fmt(c['accuracy'])} on held-out items "
+                          f"(majority class {fmt(c['chance'])}), {c['steps']} steps, {c['train_minutes']} min."]
+        u = next(iter(rep["methods"].values()), {})
+        lines += ["", f"Test users: {u.get('users', '?')}, cold: {u.get('cold_users', '?')}, "
+                      f"cold-vs-cold: {u.get('cold_vs_cold_users', '?')}.",
+                  "", f"![AUC vs step]({name}_auc_vs_step.png)", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--preset", choices=("cpu", "paper"), default="cpu",
+                   help="model/training preset (cpu: <= 60 min per data set on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="a few-minute smoke run (small world, 32 px)")
+    p.add_argument("--datasets", default="garments,hm",
+                   help="comma-separated: garments, hm (hm needs --hm-dir; skipped without it)")
+    p.add_argument("--hm-dir", default="", help="folder of the H&M sample (e.g. ../shared/data/hm)")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--baseline-max-steps", type=int, default=0,
+                   help="step cap of BPR-MF and VBPR (default: 5x the preset's train.steps; they are fast, "
+                        "and their budget usually ends training first)")
+    p.add_argument("--budget-scale", type=float, default=1.0, help="multiply every time budget by this")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every run, e.g. train.learning_rate=3e-4 (repeatable)")
+    p.add_argument("--out", required=True, help="output folder (work directories, tables, plots)")
+    args = p.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(args.methods) - set(METHODS)
+    if unknown:
+        p.error(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    if "hm" in names and not (args.hm_dir and os.path.isdir(args.hm_dir)):
+        print(f"skipping hm: --hm-dir {args.hm_dir!r} is not a folder", flush=True)
+        names.remove("hm")
+    os.makedirs(args.out, exist_ok=True)
+
+    def log(msg):
+        print(msg, flush=True)
+
+    results = {"machine": machine_info(), "preset": args.preset, "quick": args.quick,
+               "command": "python " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
+               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "datasets": {}}
+    log("machine: " + json.dumps(results["machine"]))
+    start = time.time()
+    for name in names:
+        results["datasets"][name] = run_dataset(name, args, log)
+        # Tables after every data set, so a later failure keeps the earlier results.
+        write_outputs(args.out, results)
+    results["total_minutes"] = round((time.time() - start) / 60, 2)
+    write_outputs(args.out, results)
+    log(markdown(results))
+    log(f"wrote {os.path.join(args.out, 'results.md')} and results.json in {results['total_minutes']} min")
+    return 0
+
+
+def write_outputs(out: str, results: dict) -> None:
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, np.generic):
+            return clean(x.item())
+        return x
+
+    for fname, text in (("results.json", json.dumps(clean(results), indent=2, sort_keys=True)),
+                        ("results.md", markdown(results))):
+        tmp = os.path.join(out, fname + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(out, fname))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
