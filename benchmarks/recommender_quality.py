@@ -176,6 +176,7 @@ def run_dataset(name: str, args, log) -> dict:
     from tfmodels.data.splits import split_stats
     from tfmodels.evaluation import evaluate_split
     from tfmodels.training import baselines, recommender
+    from tfmodels.training.strategy import build_strategy
 
     preset = "quick" if args.quick else args.preset
     budgets = dict(BUDGETS["quick" if args.quick else "cpu"])
@@ -244,9 +245,9 @@ def run_dataset(name: str, args, log) -> dict:
 
         def train(steps):
             mcfg.train.steps = steps
-            # One strategy object per process for every run (see baselines.get_strategy).
+            # One strategy object per process for every run (see strategy.build_strategy).
             out = recommender.train_dvbpr_on(mcfg, w, dataset, split, images,
-                                             strategy=baselines.get_strategy(mcfg.train.strategy))
+                                             strategy=build_strategy(mcfg.train.strategy))
             out.pop("task", None)
             return out
 

@@ -16,7 +16,7 @@ import pytest
 SCRIPT = r"""
 import json, os, sys
 import tfmodels
-from tfmodels.training.strategy import split_cpu
+from tfmodels.training.strategy import split_cpu, build_strategy
 split_cpu(2)
 sys.path.insert(0, os.path.dirname({test_file!r}))
 import numpy as np
@@ -36,7 +36,7 @@ ds, sp = baselines.load_data(cfg)
 out = {{}}
 for kind, fn in (("vbpr", baselines.train_vbpr),):
     r = fn(cfg, os.path.join(root, kind), ds, sp)
-    out[kind] = {{"replicas": baselines.get_strategy("mirrored").num_replicas_in_sync,
+    out[kind] = {{"replicas": build_strategy("mirrored").num_replicas_in_sync,
                  "loss": r["losses"].get("loss"), "auc": r["metrics"]["auc_all"], "step": r["step"]}}
 print("RESULT " + json.dumps(out))
 """

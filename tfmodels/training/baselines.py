@@ -302,27 +302,11 @@ def predict_in_batches(fn, images, items=None, batch_size=256) -> np.ndarray:
 # --------------------------------------------------------------------------- train_<kind>
 
 
-_STRATEGIES: dict = {}
-
-
-def get_strategy(name: str) -> tf.distribute.Strategy:
-    """``build_strategy(name)``, created once per process and reused.
-
-    Two MirroredStrategy objects in one process hand out the same collective
-    instance keys, so a second training run (e.g. VBPR after its classifier)
-    would hit the first one's cached all-reduce shapes ("Shape mismatch in the
-    collective instance 100"). Every run in this module shares one per name.
-    """
-    if name not in _STRATEGIES:
-        _STRATEGIES[name] = build_strategy(name)
-    return _STRATEGIES[name]
-
-
 def _start(cfg, workdir, kind):
     os.makedirs(workdir, exist_ok=True)
     config_lib.save(cfg, workdir)
     print(f"[{kind}] workdir {workdir}", flush=True)
-    return get_strategy(cfg.train.strategy)
+    return build_strategy(cfg.train.strategy)
 
 
 def train_pop(cfg, workdir: str, dataset=None, split=None) -> dict:

@@ -32,8 +32,23 @@ def split_cpu(num_devices: int) -> None:
         cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
 
 
+_BUILT: dict = {}
+
+
 def build_strategy(name: str) -> tf.distribute.Strategy:
-    """Returns the strategy called ``name`` (default, mirrored, multi_worker)."""
+    """Returns the strategy called ``name`` (default, mirrored, multi_worker), one per process.
+
+    Two MirroredStrategy objects in one process hand out the same collective
+    instance keys, so a second training run (e.g. VBPR after its classifier)
+    would hit the first one's cached all-reduce shapes ("Shape mismatch in the
+    collective instance 100"); every run in a process therefore shares one.
+    """
+    if name not in _BUILT:
+        _BUILT[name] = _new_strategy(name)
+    return _BUILT[name]
+
+
+def _new_strategy(name: str) -> tf.distribute.Strategy:
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":

@@ -1,0 +1,530 @@
+"""Personalised design quality: does latent-space search give items users would prefer, and are they real-looking?
+
+Three setups (the paper's research questions 2 to 4, plus the truth we can measure):
+
+* ``fmnist``: Fashion-MNIST at 32 px with *simulated users* over its images;
+* ``hm-real``: the H&M sample at 64 px with the *real customers* (the recommender's scores only);
+* ``hm-sim``: the H&M images at 64 px with *simulated users* (true preference).
+
+For each setup, in ``--out/<setup>/``: a DVBPR recommender (``rec/``) and a
+conditional GAN (``gan/``) are trained with the shared loop, each within a
+wall-clock budget (cpu: 12 min DVBPR, 22 min GAN, up to 3,000 steps each; the steps
+reached are in the table), since this shared machine's speed varies several-fold
+(a rerun resumes or reuses them; ``--rec SETUP=W`` reuses an existing DVBPR work
+directory trained on the same data and settings), and a small category classifier (the *judge*,
+``tfmodels.gan_metrics.build_judge``) on the real images at the GAN's size.
+Then for ``users`` random users with training interactions and every evaluated
+category (those with enough items), for each eta in {0, 0.1, 1, 10}:
+``tfmodels.design.maximise_preference`` (R starts, S Adam steps on z) gives
+designs; the *best* design (highest objective) per (user, category) is compared
+with the real items of that category for that user:
+
+* ``> max real (model)``: share of (user, category) pairs whose design the
+  recommender scores above the user's best real item of the category (paper: ~all);
+* ``> p90 real (true)``: on simulated users, share of pairs whose design the
+  *simulated user truly* prefers to 90% of the real items of the category
+  (``SimulatedUsers.true_score`` without the category term, equal on both sides,
+  and without item popularity, which is not a property of the look; goal >= 75%);
+  also ``> max real (true)``;
+* quality of all R designed images per pair, judged by the classifier:
+  conditional accuracy (goal >= 90% at eta = 1 on Fashion-MNIST), Frechet distance
+  to real images of the same categories (same count per category) and novelty
+  (RMS pixel distance of up to 1,000 designs (200 in --quick) to the nearest of the GAN's training images;
+  in brackets the same for held-out real images against the other 80% of the catalogue).
+
+A "random" row gives the same figures for unoptimised samples G(z, c) as the reference.
+
+Writes ``results.md`` / ``results.json`` (tables, commands, machine), ``<setup>_eta_tradeoff.png``
+(preference vs conditional accuracy and vs Frechet distance over eta), and per setup
+``<setup>_real_vs_generated.png`` (per category: real | generated), ``<setup>_designs.png``
+(per user: designs at eta = 1 | the user's favourite real items of the category) and
+``<setup>_prototypes.png`` (item | inversion | modified, for a few users).
+
+    python benchmarks/design_quality.py --out bench_out/design --hm-dir ../shared/data/hm
+    python benchmarks/design_quality.py --quick --out /tmp/design_quick --setups fmnist
+
+``--quick`` is a few-minute smoke run (tiny data, few steps; its numbers mean little).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import tfmodels  # noqa: E402,F401  (tf-keras before TensorFlow)
+import numpy as np  # noqa: E402
+
+SETUPS = ("fmnist", "hm-real", "hm-sim")
+ETAS = (0.0, 0.1, 1.0, 10.0)
+
+# Per mode: data size, training steps, evaluation size. "cpu" aims at <= 60 min per setup here.
+MODES = {
+    "cpu": {"fm_items": 20000, "world_users": 1000, "rec_steps": 3000, "gan_steps": 3000, "judge_steps": 600,
+            "rec_minutes": 12.0, "gan_minutes": 22.0,
+            "users": 12, "max_categories": 10, "hm_max_categories": 6, "starts": 8, "steps": 10,
+            "min_items": 20, "prototypes": 4, "novelty_samples": 1000},
+    "quick": {"fm_items": 1500, "world_users": 150, "rec_steps": 60, "gan_steps": 100, "judge_steps": 80,
+              "rec_minutes": 3.0, "gan_minutes": 3.0,
+              "users": 4, "max_categories": 3, "hm_max_categories": 3, "starts": 4, "steps": 5,
+              "min_items": 5, "prototypes": 2, "novelty_samples": 200},
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {cpus} CPU(s) {model}".strip()
+
+
+def setup_config(name: str, mode: dict, hm_dir: str, overrides: list[str]):
+    from tfmodels import config as config_lib
+
+    cfg = config_lib.cpu()
+    if name == "fmnist":
+        cfg.data.dataset = "fashion-mnist"
+        cfg.data.max_items = mode["fm_items"]
+        cfg.data.resolution = 32
+        cfg.gan.resolution = 32
+        cfg.world.simulate = True
+    else:
+        cfg.data.dataset = "hm"
+        cfg.data.data_dir = hm_dir
+        cfg.data.resolution = 64
+        cfg.gan.resolution = 64
+        cfg.world.simulate = name == "hm-sim"
+    cfg.world.num_users = mode["world_users"]
+    cfg.train.steps = mode["rec_steps"]
+    cfg.train.eval_every = max(mode["rec_steps"] // 6, 1)
+    cfg.train.checkpoint_every = cfg.train.eval_every
+    cfg.train.steps_per_loop = min(cfg.train.steps_per_loop, cfg.train.eval_every)
+    cfg.train.histogram_every = 0
+    cfg.gan.steps = mode["gan_steps"]
+    cfg.gan.sample_every = max(mode["gan_steps"] // 6, 1)
+    cfg.design.starts = mode["starts"]
+    cfg.design.steps = mode["steps"]
+    config_lib.apply_overrides(cfg, overrides)
+    return cfg
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_within_budget(train_fn, cfg, section: str, max_steps: int, chunk: int, minutes: float, what: str) -> int:
+    """Trains in chunks of ``chunk`` steps (each call resumes from the checkpoint) until ``max_steps``
+    or until the next chunk would overrun ``minutes`` of wall-clock time; returns the steps reached.
+
+    On this shared 2-core machine the rate varies several-fold with the other users' load, so a
+    time budget keeps a setup within its hour where a fixed step count could not.
+    """
+    t0 = time.time()
+    chunk = max(chunk, max_steps // 4, 1)  # each chunk re-traces the loop: not too many of them
+    steps = min(chunk, max_steps)
+    while True:
+        setattr(getattr(cfg, section), "steps", steps)
+        train_fn()
+        elapsed = time.time() - t0
+        per_step = elapsed / steps
+        if steps >= max_steps or elapsed + per_step * chunk > 60 * minutes:
+            log(f"{what}: {steps} steps in {elapsed / 60:.1f} min")
+            return steps
+        steps = min(steps + chunk, max_steps)
+
+
+def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = ""):
+    """Trains (or reuses) DVBPR and the GAN within the mode's time budgets; returns what the evaluation needs."""
+    import tensorflow as tf
+    from tfmodels.data.images import load_images
+    from tfmodels.models.dvbpr import build_dvbpr
+    from tfmodels.training import recommender
+    from tfmodels.training.gan import load_gan, train_gan
+
+    t0 = time.time()
+    dataset, split, rec_images = recommender.load_data(cfg)
+    log(f"{name}: {dataset.name} {dataset.num_items} items, {split.num_users} users, "
+        f"{len(split.train_item)} training pairs, categories {len(dataset.category_names)}")
+    rec_dir = rec_workdir or os.path.join(root, "rec")
+    rec_steps = None
+    if not rec_workdir:
+        rec_steps = train_within_budget(
+            lambda: recommender.train_dvbpr_on(cfg, rec_dir, dataset, split, rec_images).pop("task", None),
+            cfg, "train", mode["rec_steps"], cfg.train.eval_every, mode["rec_minutes"], f"{name} DVBPR")
+    model = build_dvbpr(cfg.model, split.num_users, cfg.data.resolution)
+    tf.train.Checkpoint(model=model).restore(recommender.checkpoint_path(rec_dir, best=True)).expect_partial()
+    rec_minutes = (time.time() - t0) / 60
+
+    t1 = time.time()
+    gan_images = (rec_images if cfg.gan.resolution == cfg.data.resolution
+                  else load_images(dataset, cfg.gan.resolution, cfg.data.cache_dir))
+    gan_dir = os.path.join(root, "gan")
+    categories = np.asarray(dataset.categories, np.int32)
+    data = (gan_images, categories, list(dataset.category_names), dataset.name)
+    train_within_budget(lambda: train_gan(cfg, gan_dir, data=data), cfg, "gan", mode["gan_steps"],
+                        cfg.gan.sample_every, mode["gan_minutes"], f"{name} GAN")
+    generator, discriminator, _, meta = load_gan(gan_dir)
+    gan_minutes = (time.time() - t1) / 60
+    return {"dataset": dataset, "split": split, "rec_images": rec_images, "gan_images": gan_images,
+            "model": model, "generator": generator, "discriminator": discriminator, "gan_meta": meta,
+            "rec_dir": rec_dir, "gan_dir": gan_dir, "rec_minutes": rec_minutes, "gan_minutes": gan_minutes,
+            "rec_steps": rec_steps}
+
+
+def embed(model, images, batch: int = 256) -> np.ndarray:
+    import tensorflow as tf
+    out = []
+    for s in range(0, len(images), batch):
+        x = tf.cast(np.asarray(images[s:s + batch]), tf.float32) / 127.5 - 1.0
+        out.append(np.asarray(model.item_tower(x, training=False), np.float32))
+    return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def choose_categories(categories: np.ndarray, names: list[str], min_items: int, limit: int) -> list[int]:
+    counts = np.bincount(categories[categories >= 0], minlength=len(names))
+    order = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] >= min_items]
+    return sorted(order[:limit])
+
+
+def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: int = 0) -> dict:
+    import tensorflow as tf
+    from tfmodels import design as design_lib, gan_metrics
+    from tfmodels.data.preview import image_grid, save_png
+    from tfmodels.models import gan as gan_lib
+
+    dataset, split = trained["dataset"], trained["split"]
+    g, d, model = trained["generator"], trained["discriminator"], trained["model"]
+    gan_images, rec_images = trained["gan_images"], trained["rec_images"]
+    names = list(dataset.category_names)
+    categories = np.asarray(dataset.categories, np.int32)
+    sim = dataset.extra.get("users") if cfg.world.simulate else None
+    loss = trained["gan_meta"].get("loss", cfg.gan.loss)
+    rng = np.random.default_rng(seed)
+
+    cats = choose_categories(categories, names, mode["min_items"],
+                             mode["max_categories"] if name == "fmnist" else mode["hm_max_categories"])
+    trained_users = np.flatnonzero(np.bincount(split.train_user, minlength=split.num_users) > 0)
+    users = np.sort(rng.choice(trained_users, size=min(mode["users"], len(trained_users)), replace=False))
+    log(f"{name}: evaluating {len(users)} users x {len(cats)} categories ({', '.join(names[c] for c in cats)})")
+
+    # The judge: trained on a random 80% of the labelled real images, checked on the rest.
+    labelled = np.flatnonzero(categories >= 0)
+    perm = rng.permutation(labelled)
+    n_hold = max(len(perm) // 5, 1)
+    held, train_idx = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+    t0 = time.time()
+    judge_images = np.asarray(gan_images[train_idx])
+    judge = gan_metrics.train_judge(judge_images, categories[train_idx], len(names), steps=mode["judge_steps"],
+                                    log_every=max(mode["judge_steps"] // 4, 1))
+    held_logits, _ = gan_metrics.judge_outputs(judge, np.asarray(gan_images[held]))
+    judge_acc = gan_metrics.conditional_accuracy(held_logits, categories[held])
+    log(f"{name}: judge accuracy on held-out real images {judge_acc:.3f} ({time.time() - t0:.0f}s)")
+
+    # Reference novelty: held-out real images against the other 80% (the judge's training images).
+    gan_pool = np.asarray(gan_images[labelled])
+    held_sub = held[np.sort(rng.choice(len(held), size=min(mode["novelty_samples"], len(held)), replace=False))]
+    novelty_real = float(gan_metrics.nearest_distances(np.asarray(gan_images[held_sub]), judge_images)[0].mean())
+
+    embeddings = embed(model, rec_images)
+    theta = model.user_embedding.embeddings.numpy()
+    item_sets = {c: np.flatnonzero(categories == c) for c in cats}
+    true_real = {}
+    if sim is not None:
+        # Visual taste only: the category term is the same on both sides of every comparison, and
+        # popularity is not a property of the look, so both are left out for real items and designs.
+        for c in cats:
+            m = sim.score_matrix(np.asarray(gan_images[item_sets[c]]), user_idx=users, catalogue=False)
+            for row, u in enumerate(users):
+                true_real[(u, c)] = m[row]
+
+    dcfg = copy.deepcopy(cfg.design)
+    rows, designs_shown = [], {}
+    for eta in [None] + list(ETAS):  # None = unoptimised random samples (steps = 0)
+        t0 = time.time()
+        run_cfg = copy.deepcopy(dcfg)
+        if eta is None:
+            run_cfg.steps = 0
+        pairs, all_images, all_cats = [], [], []
+        for u in users:
+            for c in cats:
+                true_fn = None
+                if sim is not None:
+                    true_fn = lambda x, u=u: sim.true_score_tf(tf.fill([tf.shape(x)[0]], int(u)), x).numpy()
+                r = design_lib.maximise_preference(g, d, model.item_tower, theta[u], c, run_cfg, cfg.data.resolution,
+                                                   seed=int(seed * 100003 + u * 31 + c), loss=loss,
+                                                   eta=0.0 if eta is None else eta, true_score_fn=true_fn)
+                real_scores = embeddings[item_sets[c]] @ theta[u]
+                pair = {"user": int(u), "category": int(c), "score": float(r.scores[0]),
+                        "real_max": float(real_scores.max()), "real_p90": float(np.percentile(real_scores, 90)),
+                        "real_mean": float(real_scores.mean())}
+                if sim is not None:
+                    t_real = true_real[(u, c)]
+                    pair.update(true=float(r.true_scores[0]), true_real_max=float(t_real.max()),
+                                true_real_p90=float(np.percentile(t_real, 90)), true_real_mean=float(t_real.mean()))
+                pairs.append(pair)
+                all_images.append(r.images)
+                all_cats.append(np.full(len(r.images), c))
+                if eta == 1.0:
+                    designs_shown[(int(u), int(c))] = r.images
+        images = np.concatenate(all_images)
+        img_cats = np.concatenate(all_cats)
+        # Real reference set: as many held-out real images per category as designs (where available).
+        ref = np.concatenate([rng.choice(np.intersect1d(item_sets[c], held) if len(np.intersect1d(item_sets[c], held)) >= 2
+                                         else item_sets[c], size=int(np.sum(img_cats == c)), replace=True)
+                              for c in cats])
+        ref_images = np.asarray(gan_images[np.sort(ref)])
+        ref_cats = categories[np.sort(ref)]
+        q = gan_metrics.quality_report(judge, ref_images, ref_cats, images, img_cats, category_names=names)
+        # Novelty against everything the GAN trained on (a subsample of designs keeps it quick).
+        sub = np.sort(rng.choice(len(images), size=min(mode["novelty_samples"], len(images)), replace=False))
+        d_fake, _ = gan_metrics.nearest_distances(images[sub], gan_pool)
+        q.update(novelty_mean=float(d_fake.mean()), novelty_min=float(d_fake.min()), novelty_real_mean=novelty_real)
+        row = {"eta": "random" if eta is None else eta, "pairs": len(pairs),
+               "above_max_model": float(np.mean([p["score"] > p["real_max"] for p in pairs])),
+               "above_p90_model": float(np.mean([p["score"] > p["real_p90"] for p in pairs])),
+               "score_mean": float(np.mean([p["score"] for p in pairs])),
+               "real_max_mean": float(np.mean([p["real_max"] for p in pairs])),
+               "conditional_accuracy": q["conditional_accuracy"], "frechet": q["frechet"],
+               "frechet_per_category": q["frechet_per_category"], "novelty_mean": q["novelty_mean"],
+               "novelty_real_mean": q["novelty_real_mean"], "novelty_min": q["novelty_min"],
+               "seconds": time.time() - t0}
+        if sim is not None:
+            row.update(above_p90_true=float(np.mean([p["true"] > p["true_real_p90"] for p in pairs])),
+                       above_max_true=float(np.mean([p["true"] > p["true_real_max"] for p in pairs])),
+                       true_mean=float(np.mean([p["true"] for p in pairs])),
+                       true_real_p90_mean=float(np.mean([p["true_real_p90"] for p in pairs])))
+        rows.append(row)
+        log(f"{name}: eta={row['eta']}: > max real (model) {row['above_max_model']:.2f}"
+            + (f", > p90 real (true) {row['above_p90_true']:.2f}" if sim is not None else "")
+            + f", cond. acc {row['conditional_accuracy']:.2f}, FD {row['frechet']:.2f}, "
+              f"novelty {row['novelty_mean']:.3f} (real {row['novelty_real_mean']:.3f}) ({row['seconds']:.0f}s)")
+        if eta is None:
+            random_images, random_cats = images, img_cats
+
+    # Pictures ------------------------------------------------------------------------------------
+    cols = 8
+    tiles, labels = [], []
+    for c in cats:
+        real = item_sets[c][rng.choice(len(item_sets[c]), size=min(cols, len(item_sets[c])), replace=False)]
+        fake = random_images[random_cats == c][:cols]
+        for i in range(cols):
+            tiles.append(np.asarray(gan_images[real[i]]) if i < len(real) else np.full_like(fake[0], 255))
+            labels.append(names[c] if i == 0 else "")
+        for i in range(cols):
+            tiles.append(fake[i] if i < len(fake) else np.full_like(fake[0], 255))
+            labels.append("generated" if i == 0 else "")
+    save_png(image_grid(big(tiles), cols=2 * cols, labels=labels),
+             os.path.join(out, f"{name}_real_vs_generated.png"))
+
+    tiles, labels = [], []
+    shown = [(u, c) for u in users[:6] for c in cats[:3]]
+    for u, c in shown:
+        des = designs_shown[(int(u), int(c))][:4]
+        rank_by = true_real[(u, c)] if sim is not None else embeddings[item_sets[c]] @ theta[u]
+        fav = item_sets[c][np.argsort(-rank_by)[:4]]
+        for i, x in enumerate(des):
+            tiles.append(x)
+            labels.append(f"u{u} design" if i == 0 else "")
+        tiles += [np.full_like(des[0], 255)] * (4 - len(des))
+        labels += [""] * (4 - len(des))
+        for i, j in enumerate(fav):
+            tiles.append(np.asarray(gan_images[j]))
+            labels.append(("true fav" if sim is not None else "top real") if i == 0 else "")
+    save_png(image_grid(big(tiles), cols=8, labels=labels), os.path.join(out, f"{name}_designs.png"))
+
+    protos, tiles, labels = [], [], []
+    pcfg = copy.deepcopy(dcfg)
+    pcfg.eta = 1.0
+    for u in users[:mode["prototypes"]]:
+        c = cats[int(rng.integers(len(cats)))]
+        item = int(rng.choice(item_sets[c]))
+        true_fn = None
+        if sim is not None:
+            true_fn = lambda x, u=u: sim.true_score_tf(tf.fill([tf.shape(x)[0]], int(u)), x).numpy()
+        m = design_lib.modify_prototype(g, d, model.item_tower, theta[u], np.asarray(gan_images[item]), c, pcfg,
+                                        cfg.data.resolution, seed=int(u), loss=loss, true_score_fn=true_fn)
+        rec = {"user": int(u), "item": str(dataset.item_ids[item]), "category": names[c],
+               **{k: m[k] for k in ("score_original", "score_before", "score_after", "l1_before", "l1_after")}}
+        for k in ("true_original", "true_before", "true_after"):
+            if k in m:
+                rec[k] = m[k]
+        protos.append(rec)
+        for key, text in (("original", "item"), ("before", "inverted"), ("after", "modified")):
+            tiles.append(m[key])
+            labels.append(f"{text} {m['score_' + key]:.1f}")
+    save_png(image_grid(big(tiles), cols=3, labels=labels), os.path.join(out, f"{name}_prototypes.png"))
+
+    plot_tradeoff(name, rows, sim is not None, os.path.join(out, f"{name}_eta_tradeoff.png"))
+    return {"rows": rows, "judge_accuracy": judge_acc, "users": len(users),
+            "categories": [names[c] for c in cats], "prototypes": protos,
+            "rec_minutes": trained["rec_minutes"], "gan_minutes": trained["gan_minutes"],
+            "gan_step": trained["gan_meta"].get("step"), "rec_steps": trained["rec_steps"],
+            "starts": dcfg.starts, "steps": dcfg.steps}
+
+
+def big(tiles, min_side: int = 64) -> np.ndarray:
+    """Stacks tiles, upscaled (nearest neighbour) so that 32 px images and their labels stay readable."""
+    tiles = np.stack(tiles)
+    factor = max(1, -(-min_side // tiles.shape[1]))
+    return tiles.repeat(factor, axis=1).repeat(factor, axis=2)
+
+
+def plot_tradeoff(name: str, rows: list[dict], simulated: bool, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, xlabel in ((axes[0], "conditional_accuracy", "conditional accuracy (judge)"),
+                            (axes[1], "frechet", "Frechet distance to real (judge features)")):
+        series = [("above_max_model", "design > max real (model score)", "o-")]
+        if simulated:
+            series.append(("above_p90_true", "design > p90 real (true preference)", "s--"))
+        for metric, label, style in series:
+            xs = [r[key] for r in rows if r["eta"] != "random"]
+            ys = [r[metric] for r in rows if r["eta"] != "random"]
+            ax.plot(xs, ys, style, label=label)
+            for r in rows:
+                if r["eta"] != "random":
+                    ax.annotate(f"eta={r['eta']:g}", (r[key], r[metric]), fontsize=8,
+                                textcoords="offset points", xytext=(4, 4))
+            rnd = [r for r in rows if r["eta"] == "random"]
+            if rnd:
+                ax.plot([rnd[0][key]], [rnd[0][metric]], "x", color="grey")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("share of (user, category) pairs")
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{name}: preference vs quality over eta (x = random samples)")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt(x, digits=2):
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return x
+    return f"{x:.{digits}f}"
+
+
+def write_outputs(out: str, results: dict) -> None:
+    with open(os.path.join(out, "results.json.tmp"), "w") as f:
+        json.dump(results, f, indent=2, default=str)
+    os.replace(os.path.join(out, "results.json.tmp"), os.path.join(out, "results.json"))
+    lines = [f"# Design quality ({results['mode']})", "", f"Machine: {results['machine']}", "",
+             f"Command: `{results['command']}`", ""]
+    for name, res in results["setups"].items():
+        if "error" in res:
+            lines += [f"## {name}", "", f"not run: {res['error']}", ""]
+            continue
+        sim = any("above_p90_true" in r for r in res["rows"])
+        lines += [f"## {name}", "",
+                  f"{res['users']} users x {len(res['categories'])} categories ({', '.join(res['categories'])}); "
+                  f"R = {res['starts']} starts, S = {res['steps']} Adam steps; DVBPR steps {res['rec_steps'] or 'reused'}, "
+                  f"GAN steps {res['gan_step']}; "
+                  f"judge accuracy on held-out real images {fmt(res['judge_accuracy'])}; training "
+                  f"{fmt(res['rec_minutes'], 1)} min (DVBPR) + {fmt(res['gan_minutes'], 1)} min (GAN).", ""]
+        head = ["eta", "> max real (model)", "> p90 real (model)"]
+        if sim:
+            head += ["> p90 real (true)", "> max real (true)", "true pref. design", "true p90 real"]
+        head += ["cond. acc.", "Frechet", "novelty (real)"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in res["rows"]:
+            cells = [str(r["eta"]), fmt(r["above_max_model"]), fmt(r["above_p90_model"])]
+            if sim:
+                cells += [fmt(r["above_p90_true"]), fmt(r["above_max_true"]), fmt(r["true_mean"]),
+                          fmt(r["true_real_p90_mean"])]
+            cells += [fmt(r["conditional_accuracy"]), fmt(r["frechet"]),
+                      f"{fmt(r['novelty_mean'], 3)} ({fmt(r['novelty_real_mean'], 3)})"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "Prototype modification (eta = 1):", ""]
+        for p in res["prototypes"]:
+            text = (f"- user {p['user']}, item {p['item']} ({p['category']}): score {fmt(p['score_original'])} -> "
+                    f"inverted {fmt(p['score_before'])} -> modified {fmt(p['score_after'])}; "
+                    f"L1 {fmt(p['l1_before'], 3)} -> {fmt(p['l1_after'], 3)}")
+            if "true_after" in p:
+                text += f"; true {fmt(p['true_original'])} -> {fmt(p['true_before'])} -> {fmt(p['true_after'])}"
+            lines.append(text)
+        lines.append("")
+    lines += ["Shares are over (user, category) pairs, comparing the best of R designs with that user's real "
+              "items of the category. Quality columns judge all R designs per pair; Frechet distance uses the "
+              "judge's 128-d features against the same number of held-out real images per category (with "
+              "repetition where a category has few); novelty is the RMS pixel distance (0..1) to the nearest "
+              "GAN training image, in brackets held-out real images against the other 80% of the catalogue. 'random' = unoptimised samples G(z, c)."]
+    with open(os.path.join(out, "results.md.tmp"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(os.path.join(out, "results.md.tmp"), os.path.join(out, "results.md"))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--quick", action="store_true", help="a few-minute smoke run (tiny data, few steps)")
+    p.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated subset of {','.join(SETUPS)}")
+    p.add_argument("--hm-dir", default="", help="folder of the H&M sample (hm-* setups are skipped without it)")
+    p.add_argument("--rec", action="append", default=[], metavar="SETUP=WORKDIR",
+                   help="reuse a trained DVBPR work directory for a setup (same data settings)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override applied to every setup, e.g. design.steps=20")
+    p.add_argument("--out", required=True, help="output folder (work directories, tables, plots)")
+    args = p.parse_args(argv)
+
+    mode_name = "quick" if args.quick else "cpu"
+    mode = MODES[mode_name]
+    reuse = dict(item.split("=", 1) for item in args.rec)
+    setups = [s.strip() for s in args.setups.split(",") if s.strip()]
+    unknown = [s for s in setups if s not in SETUPS]
+    if unknown:
+        p.error(f"unknown setup(s) {unknown}; choose from {SETUPS}")
+    os.makedirs(args.out, exist_ok=True)
+    results = {"mode": mode_name, "machine": machine(), "command": " ".join([sys.executable] + sys.argv),
+               "setups": {}}
+    log(f"machine: {results['machine']}")
+    t_all = time.time()
+    for name in setups:
+        if name.startswith("hm") and not (args.hm_dir and os.path.isdir(args.hm_dir)):
+            results["setups"][name] = {"error": "no --hm-dir (the H&M sample is not available here)"}
+            log(f"{name}: skipped (no --hm-dir)")
+            continue
+        t0 = time.time()
+        cfg = setup_config(name, mode, args.hm_dir, args.overrides)
+        root = os.path.join(args.out, name)
+        os.makedirs(root, exist_ok=True)
+        trained = train_models(name, cfg, root, mode, reuse.get(name, ""))
+        res = evaluate_setup(name, cfg, trained, mode, args.out)
+        res["minutes"] = (time.time() - t0) / 60
+        results["setups"][name] = res
+        write_outputs(args.out, results)
+        log(f"{name}: done in {res['minutes']:.1f} min")
+    results["total_minutes"] = (time.time() - t_all) / 60
+    write_outputs(args.out, results)
+    log(f"wrote {os.path.join(args.out, 'results.md')} ({results['total_minutes']:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

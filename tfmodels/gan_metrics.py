@@ -1,0 +1,232 @@
+"""Quality of generated images, judged by a classifier the project trains itself.
+
+No Inception weights can be downloaded, so the "judge" is a category
+classifier trained on the data set's real images (``build_judge`` /
+``train_judge`` here: a small CNN; any model with the same two outputs works).
+A judge maps float images in [-1, 1] to (logits [N, C], features [N, F]).
+
+* **Conditional accuracy**: share of generated images whose arg-max class is the
+  category they were generated for.
+* **Frechet distance** (FID's formula in the judge's feature space) between real
+  and generated features, overall and per category:
+  ``||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))``.
+  ``tr (S_a S_b)^(1/2)`` equals ``tr (S_a^(1/2) S_b S_a^(1/2))^(1/2)``, a symmetric
+  positive semi-definite matrix, so both square roots come from ``numpy.linalg.eigh``
+  (negative round-off eigenvalues clipped to 0): no SciPy needed.
+* **Novelty**: distance of each generated image to its nearest training image
+  (root-mean-square pixel difference on [0, 1] pixels, so 0 = an exact copy and
+  ~0.1 = clearly different); compare with the same statistic for held-out real
+  images to see whether the generator copies.
+
+Everything here runs eagerly on the host (NumPy), apart from the judge's forward passes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+# ---------------------------------------------------------------------------
+# Statistics (NumPy)
+# ---------------------------------------------------------------------------
+
+
+def conditional_accuracy(logits: np.ndarray, categories: np.ndarray) -> float:
+    """Share of rows whose arg-max equals the requested category (logits [N, C], categories int [N])."""
+    logits = np.asarray(logits)
+    categories = np.asarray(categories)
+    if logits.ndim != 2 or len(logits) != len(categories):
+        raise ValueError(f"conditional_accuracy: logits {logits.shape} vs categories {categories.shape}")
+    if len(categories) == 0:
+        return float("nan")
+    return float(np.mean(np.argmax(logits, axis=1) == categories))
+
+
+def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix by eigendecomposition."""
+    w, v = np.linalg.eigh((matrix + matrix.T) / 2.0)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [F], covariance [F, F]) in float64; covariance with the unbiased 1/(N-1) factor."""
+    x = np.asarray(features, np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"feature_statistics: need features [N >= 2, F], got shape {x.shape}")
+    return x.mean(axis=0), np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1])
+
+
+def frechet_distance_from_stats(mu_a, cov_a, mu_b, cov_b) -> float:
+    """||mu_a - mu_b||^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2))."""
+    root_a = _sqrt_psd(np.asarray(cov_a, np.float64))
+    middle = root_a @ np.asarray(cov_b, np.float64) @ root_a
+    w = np.linalg.eigvalsh((middle + middle.T) / 2.0)
+    tr_sqrt = np.sum(np.sqrt(np.clip(w, 0.0, None)))
+    diff = np.asarray(mu_a, np.float64) - np.asarray(mu_b, np.float64)
+    value = diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * tr_sqrt
+    return float(max(value, 0.0))
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Frechet distance between two feature sets [N_a, F] and [N_b, F]."""
+    if np.shape(features_a)[1:] != np.shape(features_b)[1:]:
+        raise ValueError(f"frechet_distance: feature sizes differ: {np.shape(features_a)} vs {np.shape(features_b)}")
+    return frechet_distance_from_stats(*feature_statistics(features_a), *feature_statistics(features_b))
+
+
+def frechet_distance_per_category(features_a, categories_a, features_b, categories_b,
+                                  min_count: int = 2) -> dict[int, float]:
+    """{category: Frechet distance} over categories with at least ``min_count`` samples on both sides."""
+    out = {}
+    categories_a, categories_b = np.asarray(categories_a), np.asarray(categories_b)
+    for c in sorted(set(categories_a.tolist()) & set(categories_b.tolist())):
+        a, b = features_a[categories_a == c], features_b[categories_b == c]
+        if len(a) >= min_count and len(b) >= min_count:
+            out[int(c)] = frechet_distance(a, b)
+    return out
+
+
+def nearest_distances(queries: np.ndarray, references: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """RMS pixel distance of each query image to its nearest reference image.
+
+    Args:
+      queries: uint8 [Q, H, W, 3] (or float in [0, 1]).
+      references: same layout [N, H, W, 3].
+
+    Returns:
+      (distances float32 [Q] = min_n sqrt(mean((q - r_n)^2)) on [0, 1] pixels,
+       indices int64 [Q] of the nearest reference).
+    """
+    def flat(x):
+        x = np.asarray(x)
+        x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+        return x.reshape(len(x), -1)
+
+    q = flat(queries)
+    if q.shape[1] != int(np.prod(np.shape(references)[1:])):
+        raise ValueError(f"nearest_distances: query images {np.shape(queries)} vs references {np.shape(references)}")
+    q_sq = np.sum(q * q, axis=1)
+    best = np.full(len(q), np.inf, np.float32)
+    best_idx = np.zeros(len(q), np.int64)
+    for start in range(0, len(references), chunk):
+        r = flat(references[start:start + chunk])
+        d2 = q_sq[:, None] + np.sum(r * r, axis=1)[None, :] - 2.0 * q @ r.T
+        j = np.argmin(d2, axis=1)
+        d = d2[np.arange(len(q)), j]
+        better = d < best
+        best[better] = d[better]
+        best_idx[better] = start + j[better]
+    dim = q.shape[1]
+    return np.sqrt(np.clip(best, 0.0, None) / dim).astype(np.float32), best_idx
+
+
+# ---------------------------------------------------------------------------
+# The judge
+# ---------------------------------------------------------------------------
+
+
+def build_judge(num_categories: int, resolution: int, width: int = 32, feature_dim: int = 128) -> tf.keras.Model:
+    """A small CNN classifier: float [-1, 1] [B, R, R, 3] -> {"logits": [B, C], "features": [B, feature_dim]}.
+
+    Three 3x3 conv blocks (width, 2w, 4w; batch norm, ReLU, 2x2 max-pool), global
+    average pooling, a ``feature_dim`` ReLU layer (the Frechet features) and a
+    linear classifier on top.
+    """
+    x = tf.keras.Input((resolution, resolution, 3), name="image")
+    h = x
+    for i, ch in enumerate((width, 2 * width, 4 * width)):
+        h = tf.keras.layers.Conv2D(ch, 3, padding="same", use_bias=False, name=f"conv{i}")(h)
+        h = tf.keras.layers.BatchNormalization(name=f"bn{i}")(h)
+        h = tf.keras.layers.ReLU()(h)
+        h = tf.keras.layers.MaxPool2D(2)(h)
+    h = tf.keras.layers.GlobalAveragePooling2D()(h)
+    features = tf.keras.layers.Dense(feature_dim, activation="relu", name="features")(h)
+    logits = tf.keras.layers.Dense(num_categories, name="logits")(features)
+    return tf.keras.Model(x, {"logits": logits, "features": features}, name="judge")
+
+
+def train_judge(images: np.ndarray, categories: np.ndarray, num_categories: int, steps: int = 500,
+                batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 0, width: int = 32,
+                log_every: int = 100) -> tf.keras.Model:
+    """Trains ``build_judge`` on real uint8 images [N, R, R, 3] with categories [N] (-1 = skip).
+
+    Plain Adam on softmax cross-entropy with random flips; prints the running loss.
+    """
+    categories = np.asarray(categories, np.int32)
+    keep = np.flatnonzero(categories >= 0)
+    if len(keep) == 0:
+        raise ValueError("train_judge: no image has a known category")
+    tf.keras.utils.set_random_seed(seed)
+    judge = build_judge(num_categories, images.shape[1], width=width)
+    opt = tf.keras.optimizers.Adam(learning_rate)
+
+    @tf.function
+    def step(x, y):
+        x = tf.cast(x, tf.float32) / 127.5 - 1.0
+        x = tf.image.random_flip_left_right(x)
+        with tf.GradientTape() as tape:
+            logits = judge(x, training=True)["logits"]
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        grads = tape.gradient(loss, judge.trainable_variables)
+        opt.apply_gradients(zip(grads, judge.trainable_variables))
+        return loss
+
+    rng = np.random.default_rng(seed)
+    running = None
+    for s in range(steps):
+        idx = np.sort(rng.choice(keep, size=min(batch_size, len(keep)), replace=False))
+        loss = float(step(np.asarray(images[idx]), categories[idx]))
+        running = loss if running is None else 0.95 * running + 0.05 * loss
+        if log_every and (s + 1) % log_every == 0:
+            print(f"  judge step {s + 1}/{steps}: loss {running:.3f}", flush=True)
+    return judge
+
+
+def judge_outputs(judge, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [N, C], features [N, F]) for uint8 (or float [-1, 1]) images, in batches, inference mode."""
+    logits, features = [], []
+    for start in range(0, len(images), batch_size):
+        x = np.asarray(images[start:start + batch_size])
+        x = x.astype(np.float32) / 127.5 - 1.0 if x.dtype == np.uint8 else x.astype(np.float32)
+        out = judge(x, training=False)
+        logits.append(np.asarray(out["logits"]))
+        features.append(np.asarray(out["features"]))
+    if not logits:
+        raise ValueError("judge_outputs: no images")
+    return np.concatenate(logits), np.concatenate(features)
+
+
+def quality_report(judge, real_images, real_categories, fake_images, fake_categories, train_images=None,
+                   category_names=None) -> dict:
+    """Conditional accuracy, Frechet distance overall and per category, and novelty in one dict.
+
+    Args:
+      judge: model returning {"logits", "features"} (``build_judge``).
+      real_images / fake_images: uint8 [N, R, R, 3]; *_categories: int [N].
+      train_images: uint8 images the GAN trained on, for novelty (optional).
+      category_names: names for the per-category keys (default: the indices).
+
+    Returns:
+      {"conditional_accuracy", "real_accuracy" (the judge on real images, for
+      reference), "frechet", "frechet_per_category" {name: value}, and with
+      ``train_images`` "novelty_mean", "novelty_median", "novelty_min" (generated
+      vs nearest training image) and "novelty_real_mean" (the real images given
+      here vs the training images, the reference level)}.
+    """
+    real_logits, real_feat = judge_outputs(judge, real_images)
+    fake_logits, fake_feat = judge_outputs(judge, fake_images)
+    per_cat = frechet_distance_per_category(real_feat, real_categories, fake_feat, fake_categories)
+    name = (lambda c: category_names[c]) if category_names is not None else str
+    report = {
+        "conditional_accuracy": conditional_accuracy(fake_logits, fake_categories),
+        "real_accuracy": conditional_accuracy(real_logits, real_categories),
+        "frechet": frechet_distance(real_feat, fake_feat),
+        "frechet_per_category": {name(c): v for c, v in per_cat.items()},
+    }
+    if train_images is not None:
+        d_fake, _ = nearest_distances(fake_images, train_images)
+        d_real, _ = nearest_distances(real_images, train_images)
+        report.update(novelty_mean=float(d_fake.mean()), novelty_median=float(np.median(d_fake)),
+                      novelty_min=float(d_fake.min()), novelty_real_mean=float(d_real.mean()))
+    return report

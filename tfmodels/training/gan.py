@@ -1,0 +1,302 @@
+"""Training the category-conditional GAN with the shared strategy-aware loop.
+
+One training step (``gan_train_step``, replica context) on a batch of real
+images x (uint8, converted with ``to_model_input``) and their categories c:
+
+1. discriminator update: z ~ N(0, I), D minimises the per-example loss of
+   ``tfmodels.models.gan.discriminator_loss_per_example`` on (D(x, c), D(G(z, c), c)),
+2. generator update: fresh z, G minimises ``generator_loss_per_example`` on D(G(z, c), c),
+
+each averaged over the *global* batch with ``tf.nn.compute_average_loss`` and
+applied by its own Adam (lr and beta1 from ``cfg.gan``). One step counter
+(``GanTask.step``) counts both updates as one step; checkpoints hold G, D, both
+optimizers and the counter, so a killed run resumes at its saved step.
+
+Every ``cfg.gan.sample_every`` steps the task writes a per-category image grid
+(rows = categories, columns = the same fixed noise vectors) to TensorBoard and
+as ``W/samples/step_<n>.png``. Work directory (the project-wide layout):
+``W/config.json``, ``W/model.json`` {"kind": "gan", "step", "num_categories",
+"category_names", "resolution", "noise_dim", "loss", "dataset"}, ``W/ckpt/``,
+``W/tb/``, ``W/metrics.jsonl``. ``load_gan(workdir)`` restores G and D for design and export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfmodels import config as config_lib
+from tfmodels.data.images import to_model_input
+from tfmodels.models import gan as gan_lib
+from tfmodels.training import loop as loop_lib
+
+MODEL_KIND = "gan"
+GRID_COLUMNS = 8
+
+
+def gan_train_step(generator, discriminator, g_opt, d_opt, images_uint8, categories, *,
+                   noise_dim: int, num_categories: int, loss: str, global_batch_size) -> dict:
+    """One D update then one G update on a per-replica batch (replica context).
+
+    Args:
+      images_uint8: uint8 [b, R, R, 3] real images of this replica.
+      categories: int32 [b] their category indices (the fakes use the same categories).
+      global_batch_size: the batch size summed over replicas (tensor or int), for
+        ``tf.nn.compute_average_loss``.
+
+    Returns:
+      dict of per-replica scalars: d_loss, g_loss (global-batch averages, to be
+      summed over replicas), d_real, d_fake (D's mean score on real / fake, for logging).
+    """
+    real = to_model_input(images_uint8)
+    c = gan_lib.onehot(categories, num_categories)
+    b = tf.shape(real)[0]
+
+    z = tf.random.normal([b, noise_dim])
+    with tf.GradientTape() as tape:
+        fake = generator([z, c], training=True)
+        d_real = discriminator([real, c], training=True)
+        d_fake = discriminator([fake, c], training=True)
+        d_loss = tf.nn.compute_average_loss(
+            gan_lib.discriminator_loss_per_example(d_real, d_fake, loss), global_batch_size=global_batch_size)
+    grads = tape.gradient(d_loss, discriminator.trainable_variables)
+    d_opt.apply_gradients(zip(grads, discriminator.trainable_variables))
+
+    z = tf.random.normal([b, noise_dim])
+    with tf.GradientTape() as tape:
+        fake = generator([z, c], training=True)
+        g_fake = discriminator([fake, c], training=True)
+        g_loss = tf.nn.compute_average_loss(
+            gan_lib.generator_loss_per_example(g_fake, loss), global_batch_size=global_batch_size)
+    grads = tape.gradient(g_loss, generator.trainable_variables)
+    g_opt.apply_gradients(zip(grads, generator.trainable_variables))
+
+    # Means weighted so that summing over replicas gives the global mean, like the losses.
+    weight = tf.cast(b, tf.float32) / tf.cast(global_batch_size, tf.float32)
+    return {"d_loss": d_loss, "g_loss": g_loss,
+            "d_real": tf.reduce_mean(d_real) * weight, "d_fake": tf.reduce_mean(d_fake) * weight}
+
+
+def real_image_dataset(images: np.ndarray, categories: np.ndarray, batch_size: int, seed: int = 0) -> tf.data.Dataset:
+    """Endless shuffled batches {"images": uint8 [batch, R, R, 3], "category": int32 [batch]}.
+
+    Items with category -1 (unknown) are left out. The pixel table stays in host
+    memory; only indices go through the shuffle, and each batch gathers its pixels.
+    """
+    categories = np.asarray(categories, np.int32)
+    keep = np.flatnonzero(categories >= 0)
+    if len(keep) == 0:
+        raise ValueError("GAN training needs items with a known category; every item has category -1")
+    if len(images) != len(categories):
+        raise ValueError(f"GAN data: {len(images)} images but {len(categories)} categories")
+    table = np.asarray(images)
+    cats = categories
+
+    def gather(idx):
+        idx = np.sort(idx)  # ascending reads from a memory-mapped cache
+        return np.asarray(table[idx]), cats[idx]
+
+    res = table.shape[1]
+    ds = tf.data.Dataset.from_tensor_slices(keep.astype(np.int64))
+    ds = ds.shuffle(len(keep), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.map(lambda idx: tf.numpy_function(gather, [idx], [tf.uint8, tf.int32]),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, c: {"images": tf.ensure_shape(x, [batch_size, res, res, 3]),
+                              "category": tf.ensure_shape(c, [batch_size])})
+    return ds.prefetch(2)
+
+
+def fixed_noise(noise_dim: int, columns: int = GRID_COLUMNS, seed: int = 1234) -> np.ndarray:
+    """The grid's fixed noise: the same ``columns`` codes for every category (float32 [columns, noise_dim])."""
+    return np.random.default_rng(seed).standard_normal((columns, noise_dim)).astype(np.float32)
+
+
+def sample_grid(generator, num_categories: int, noise: np.ndarray) -> np.ndarray:
+    """uint8 [C, columns, R, R, 3]: row c = G(noise, c) in inference mode."""
+    cols = len(noise)
+    z = np.tile(noise, (num_categories, 1))
+    c = gan_lib.onehot(np.repeat(np.arange(num_categories), cols), num_categories)
+    images = gan_lib.to_uint8(generator([z, c], training=False)).numpy()
+    return images.reshape(num_categories, cols, *images.shape[1:])
+
+
+def grid_image(rows: np.ndarray, labels=None) -> np.ndarray:
+    """[rows, cols, H, W, 3] uint8 -> one picture (``tfmodels.data.preview.image_grid``), one row per category."""
+    from tfmodels.data.preview import image_grid
+
+    r, c = rows.shape[:2]
+    return image_grid(rows.reshape(r * c, *rows.shape[2:]), cols=c, labels=labels)
+
+
+def read_model_json(workdir: str) -> dict:
+    path = os.path.join(workdir, "model.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir!r} a GAN work directory "
+                                "(tfmodels train gan --workdir ...)?")
+    with open(path) as f:
+        meta = json.load(f)
+    if meta.get("kind") != MODEL_KIND:
+        raise ValueError(f"{path}: kind is {meta.get('kind')!r}, expected 'gan' (is this a GAN work directory?)")
+    return meta
+
+
+def load_gan(workdir: str):
+    """Restores a trained GAN from its work directory.
+
+    Returns:
+      (generator, discriminator, cfg, meta): Keras models with the latest
+      checkpoint's weights, the run's ``Config`` and ``model.json`` (which has
+      ``category_names``, ``num_categories``, ``resolution``, ``noise_dim``, ``loss``, ``step``).
+
+    Raises:
+      FileNotFoundError: no config, model.json or checkpoint in ``workdir``.
+    """
+    cfg = config_lib.load(workdir)
+    meta = read_model_json(workdir)
+    generator, discriminator = gan_lib.build_gan(cfg.gan, int(meta["num_categories"]))
+    latest = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
+    if latest is None:
+        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'ckpt')}")
+    ckpt = tf.train.Checkpoint(generator=generator, discriminator=discriminator)
+    ckpt.read(latest).expect_partial()
+    return generator, discriminator, cfg, meta
+
+
+# ---------------------------------------------------------------------------
+# The Task for the shared loop (tfmodels.training.loop)
+# ---------------------------------------------------------------------------
+
+
+class GanTask(loop_lib.Task):
+    """The conditional GAN as a ``tfmodels.training.loop.Task``.
+
+    ``train_step`` (replica context) runs one D and one G update (see
+    ``gan_train_step``); the loop's single step counter counts them as one step.
+    ``write_summaries`` adds the per-category grid every ``gan_cfg.sample_every`` steps.
+    """
+
+    kind = MODEL_KIND
+    best_metric = "none"  # the GAN has no validation metric; W/best/ stays empty
+
+    def __init__(self, cfg, images: np.ndarray, categories: np.ndarray, category_names: list[str],
+                 dataset_name: str = "", workdir: str = ""):
+        self.cfg = cfg
+        self.gan_cfg = cfg.gan
+        self.images = images
+        self.categories = np.asarray(categories, np.int32)
+        self.category_names = list(category_names)
+        self.num_categories = len(self.category_names)
+        self.dataset_name = dataset_name
+        self.workdir = workdir
+        self.noise = fixed_noise(cfg.gan.noise_dim)
+        if images.shape[1] != cfg.gan.resolution or images.shape[2] != cfg.gan.resolution:
+            raise ValueError(f"GAN images are {images.shape[1]}x{images.shape[2]} px but gan.resolution="
+                             f"{cfg.gan.resolution}")
+        if self.categories.max(initial=-1) >= self.num_categories:
+            raise ValueError(f"category index {self.categories.max()} >= number of category names "
+                             f"{self.num_categories}")
+
+    def build(self, strategy):
+        self.generator, self.discriminator = gan_lib.build_gan(self.gan_cfg, self.num_categories)
+        self.g_optimizer = loop_lib.build_optimizer(self.gan_cfg.learning_rate, beta_1=self.gan_cfg.beta1)
+        self.d_optimizer = loop_lib.build_optimizer(self.gan_cfg.learning_rate, beta_1=self.gan_cfg.beta1)
+
+    def checkpoint_items(self):
+        return {"generator": self.generator, "discriminator": self.discriminator,
+                "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+
+    def make_dataset(self, strategy, start_step):
+        global_batch = self.gan_cfg.batch_size
+
+        def dataset_fn(ctx: tf.distribute.InputContext):
+            per_replica = ctx.get_per_replica_batch_size(global_batch)
+            # A new shuffle seed on resume, so a restarted run does not replay the same batches.
+            seed = self.cfg.train.seed + 1000 * ctx.input_pipeline_id + int(start_step)
+            return real_image_dataset(self.images, self.categories, per_replica, seed=seed)
+
+        return strategy.distribute_datasets_from_function(dataset_fn)
+
+    def train_step(self, batch):
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        global_batch = tf.shape(batch["images"])[0] * replicas
+        return gan_train_step(self.generator, self.discriminator, self.g_optimizer, self.d_optimizer,
+                              batch["images"], batch["category"], noise_dim=self.gan_cfg.noise_dim,
+                              num_categories=self.num_categories, loss=self.gan_cfg.loss,
+                              global_batch_size=global_batch)
+
+    def write_summaries(self, step):
+        every = self.gan_cfg.sample_every
+        if every <= 0 or step % every:
+            return
+        rows = sample_grid(self.generator, self.num_categories, self.noise)
+        labels = [self.category_names[i] if j == 0 else "" for i in range(rows.shape[0]) for j in range(rows.shape[1])]
+        grid = grid_image(rows, labels)
+        tf.summary.image("samples/per_category", grid[None], step=step)
+        if self.workdir:
+            from tfmodels.data.preview import save_png
+
+            save_png(grid, os.path.join(self.workdir, "samples", f"step_{step:07d}.png"))
+
+    def model_info(self):
+        return {"num_categories": self.num_categories, "category_names": self.category_names,
+                "resolution": self.gan_cfg.resolution, "noise_dim": self.gan_cfg.noise_dim,
+                "loss": self.gan_cfg.loss, "dataset": self.dataset_name,
+                "grid_rows": "categories in order of category_names; columns share fixed noise"}
+
+
+def loop_config(cfg):
+    """The TrainConfig the shared loop runs the GAN with: steps from cfg.gan, the rest from cfg.train.
+
+    ``eval_every`` is set to ``gan.sample_every`` so loop chunks end exactly on
+    sample steps (the GAN's ``evaluate`` returns nothing); mixed precision is off.
+    """
+    import dataclasses
+    return dataclasses.replace(cfg.train, steps=cfg.gan.steps, eval_every=cfg.gan.sample_every,
+                               mixed_precision=False)
+
+
+def prepare_gan_data(cfg):
+    """(images uint8 [N, R, R, 3] at cfg.gan.resolution, categories int32 [N], names, dataset name).
+
+    A dataset without categories is trained as one category "all".
+    """
+    from tfmodels.data.images import load_images
+    from tfmodels.data.loading import load_dataset
+
+    dataset = load_dataset(cfg)
+    images = load_images(dataset, cfg.gan.resolution, cache_dir=cfg.data.cache_dir,
+                         skip_bad=cfg.data.skip_bad_images)
+    categories = np.asarray(dataset.categories, np.int32)
+    names = list(dataset.category_names)
+    if len(names) == 0 or categories.max(initial=-1) < 0:
+        print("[gan] the dataset has no categories: training one category 'all'", flush=True)
+        categories, names = np.zeros(dataset.num_items, np.int32), ["all"]
+    return images, categories, names, dataset.name
+
+
+def train_gan(cfg, workdir: str, strategy=None, data=None) -> dict:
+    """Trains (or resumes) the conditional GAN in ``workdir`` with the shared loop.
+
+    Args:
+      cfg: the run's Config (cfg.gan for the networks, steps and batch; cfg.train for
+        steps_per_loop, checkpoint_every, keep_checkpoints, histogram_every, strategy, seed).
+      workdir: W (config.json, model.json, ckpt/, tb/, samples/).
+      strategy: overrides ``build_strategy(cfg.train.strategy)``.
+      data: optional (images, categories, category_names, dataset_name), e.g. in tests;
+        default ``prepare_gan_data(cfg)``.
+
+    Returns:
+      The loop's summary dict (step, start_step, losses, steps_per_sec, ...).
+    """
+    from tfmodels.training.strategy import build_strategy
+
+    images, categories, names, dataset_name = data if data is not None else prepare_gan_data(cfg)
+    strategy = strategy or build_strategy(cfg.train.strategy)
+    config_lib.save(cfg, workdir)
+    tf.keras.utils.set_random_seed(cfg.train.seed)
+    task = GanTask(cfg, images, categories, names, dataset_name, workdir)
+    return loop_lib.run(task, loop_config(cfg), workdir, strategy)
