@@ -14,6 +14,12 @@ import sys
 # Command modules in the order their commands appear in --help.
 COMMAND_MODULES = [
     "tfmodels.cli.data",
+    "tfmodels.cli.train",
+    "tfmodels.cli.demo",
+    "tfmodels.cli.evaluate",
+    "tfmodels.cli.design",
+    "tfmodels.cli.export",
+    "tfmodels.cli.serve",
 ]
 
 
