@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import shutil
 import sys
@@ -33,23 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 import tfmodels  # noqa: E402,F401  (before TensorFlow)
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        load = "load average %.2f %.2f %.2f" % os.getloadavg()
-    except OSError:
-        load = "load average n/a"
-    return f"{model}, {os.cpu_count()} logical cores ({load}); Python {platform.python_version()}, {platform.system()}"
+from _machine import describe  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -74,7 +57,7 @@ def main(argv=None) -> int:
     from tfmodels.data.hm import read_hm
     from tfmodels.data.splits import leave_one_out
 
-    print(f"machine: {machine()}")
+    print(f"machine: {describe()}")
     t0 = time.perf_counter()
     dataset = read_hm(args.hm_dir)
     split = leave_one_out(dataset)

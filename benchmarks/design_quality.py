@@ -52,7 +52,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import sys
 import time
 
@@ -60,6 +59,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tfmodels  # noqa: E402,F401  (tf-keras before TensorFlow)
 import numpy as np  # noqa: E402
+from _machine import describe  # noqa: E402
 
 SETUPS = ("fmnist", "hm-real", "hm-sim")
 ETAS = (0.0, 0.1, 1.0, 10.0)
@@ -79,17 +79,6 @@ MODES = {
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def machine() -> str:
-    cpus = os.cpu_count()
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {cpus} CPU(s) {model}".strip()
 
 
 def setup_config(name: str, mode: dict, hm_dir: str, overrides: list[str]):
@@ -206,7 +195,6 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
     import tensorflow as tf
     from tfmodels import design as design_lib, gan_metrics
     from tfmodels.data.preview import image_grid, save_png
-    from tfmodels.models import gan as gan_lib
 
     dataset, split = trained["dataset"], trained["split"]
     g, d, model = trained["generator"], trained["discriminator"], trained["model"]
@@ -501,7 +489,7 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown setup(s) {unknown}; choose from {SETUPS}")
     os.makedirs(args.out, exist_ok=True)
-    results = {"mode": mode_name, "machine": machine(), "command": " ".join([sys.executable] + sys.argv),
+    results = {"mode": mode_name, "machine": describe(), "command": " ".join([sys.executable] + sys.argv),
                "setups": {}}
     log(f"machine: {results['machine']}")
     t_all = time.time()

@@ -39,7 +39,6 @@ import copy
 import json
 import math
 import os
-import platform
 import sys
 import time
 
@@ -47,6 +46,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tfmodels  # noqa: E402,F401  (tf-keras before TensorFlow)
 import numpy as np  # noqa: E402
+from _machine import info as machine_info  # noqa: E402
 
 METHODS = ("pop", "bpr-mf", "vbpr", "dvbpr", "dvbpr-init")
 COLUMNS = ("auc_all", "auc_cold", "auc_cold_vs_cold", "auc_sampled_all", "auc_sampled_cold",
@@ -57,38 +57,6 @@ BUDGETS = {
     "cpu": {"classifier": 5.0, "pop": 1.0, "bpr-mf": 3.0, "vbpr": 3.0, "dvbpr": 20.0, "dvbpr-init": 20.0},
     "quick": {"classifier": 0.5, "pop": 0.2, "bpr-mf": 0.3, "vbpr": 0.3, "dvbpr": 0.7, "dvbpr-init": 0.7},
 }
-
-
-def machine_info() -> dict:
-    import tensorflow as tf
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    mem = ""
-    try:
-        with open("/proc/meminfo") as f:
-            kb = int(f.readline().split()[1])
-            mem = f"{kb / 2**20:.1f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        load = "?"
-    return {"cpu": cpu, "cores_usable": usable, "memory": mem, "load_avg_1_5_15": load,
-            "gpus": len(tf.config.list_physical_devices("GPU")), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "platform": platform.platform()}
 
 
 def build_config(name: str, preset: str, hm_dir: str, overrides: list[str]):

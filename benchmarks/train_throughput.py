@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -50,21 +49,7 @@ from tfmodels.data.dataset import Split  # noqa: E402
 from tfmodels.models.cnnf import forward_flops  # noqa: E402
 from tfmodels.training import loop  # noqa: E402
 from tfmodels.training.recommender import DVBPRTask  # noqa: E402
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    return (f"{model}, {os.cpu_count()} logical cores, {platform.system()} {platform.machine()}, "
-            f"TensorFlow {tf.__version__}, load average {load[0]:.2f} at start")
+from _machine import describe  # noqa: E402
 
 
 def matmul_peak(n: int = 1536, reps: int = 8, rounds: int = 3) -> float:
@@ -191,7 +176,7 @@ def main(argv=None) -> int:
     p.add_argument("--fc-units", type=int, default=4096, help="CNN-F hidden fc units (paper 4096)")
     args = p.parse_args(argv)
 
-    print(f"machine: {machine()}")
+    print(f"machine: {describe()}")
     print(f"intra-op threads: {tf.config.threading.get_intra_op_parallelism_threads() or 'default (all cores)'}")
     peak = matmul_peak()
     print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s (best of 3 rounds of 8 chained 1536^2 matmuls)")

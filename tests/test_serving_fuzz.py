@@ -258,7 +258,7 @@ def test_rest_fuzz(server):
         (p, json.dumps({"signature_name": "score_images", "inputs": {"user_id": ["u1"],
                                                                       "image_bytes": ["plain text"]}}).encode()),
         (p, json.dumps({"inputs": {"user_id": [float("nan")], "item_id": ["i"]}}).encode()),
-        (f"/v1/models/nope:predict", b'{"instances": [1]}'),
+        ("/v1/models/nope:predict", b'{"instances": [1]}'),
         (f"/v1/models/{S.RECOMMENDER}/versions/77:predict", b'{"instances": [1]}'),
         (f"/v1/models/{S.RECOMMENDER}/versions/abc:predict", b'{"instances": [1]}'),
         (f"/v1/models/{S.RECOMMENDER}/labels/nope:predict", b'{"instances": [1]}'),

@@ -151,7 +151,7 @@ def test_killed_run_resumes_at_saved_step(tmp_path):
     assert saved is not None and saved >= 40 and saved % 20 == 0
 
     out = _run(TRAIN, workdir, str(saved + 20))
-    assert f"resumed from" in out and f"at step {saved}/{saved + 20}" in out
+    assert "resumed from" in out and f"at step {saved}/{saved + 20}" in out
     result = json.loads(out.split("RESULT ")[-1])
     assert result == {"step": saved + 20, "start_step": saved, "optimizer_iterations": saved + 20}
     info = json.load(open(os.path.join(workdir, "model.json")))

@@ -419,7 +419,7 @@ def run(args) -> int:
         results["serving"] = _serve_and_call(args, out, runs, models_config, timings)
     except RuntimeError as e:
         _say(f"[demo] stopped: {e}")
-        _say(f"[demo] fix the cause and rerun the same command: finished stages are reused")
+        _say("[demo] fix the cause and rerun the same command: finished stages are reused")
         return 1
     finally:
         runner.stop()

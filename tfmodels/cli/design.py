@@ -15,10 +15,8 @@ On a simulated world the simulated user's *true* preference is printed too.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-import sys
 
 import numpy as np
 

@@ -75,3 +75,18 @@ def load_dataset(cfg) -> Dataset:
         dataset = build_world(cfg, images=dataset.images, categories=dataset.categories,
                               category_names=dataset.category_names, item_ids=dataset.item_ids, name=dataset.name)
     return dataset
+
+
+def load_for_training(cfg):
+    """(dataset, split) for a recommender: ``load_dataset`` then ``leave_one_out`` with ``cfg.data.seed``.
+
+    Raises:
+      ValueError: when the dataset has no users or interactions (an image-only set).
+    """
+    from tfmodels.data.splits import leave_one_out
+
+    dataset = load_dataset(cfg)  # drops bad images itself when cfg.data.skip_bad_images
+    if dataset.num_users == 0 or dataset.num_interactions == 0:
+        raise ValueError(f"dataset {dataset.name!r} has no users or interactions to train a recommender on "
+                         f"(set world.simulate=true to simulate users over its images)")
+    return dataset, leave_one_out(dataset, seed=cfg.data.seed)

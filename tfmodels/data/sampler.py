@@ -116,3 +116,27 @@ def distributed_triples(strategy, split: Split, global_batch_size: int, seed: in
         return bpr_triples(split, per_replica, seed=seed * 1009 + ctx.input_pipeline_id)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def labelled_image_batches(images, categories, items, batch_size, seed):
+    """Endless shuffled {"images": uint8 [b, R, R, 3], "category": int32 [b]} over ``items``.
+
+    Only indices go through tf.data; each batch gathers its pixels from the host
+    table (which may be a memmap of the on-disk image cache).
+    """
+    import tensorflow as tf
+
+    res = images.shape[1]
+
+    def gather(idx):
+        idx = np.sort(idx)
+        return np.asarray(images[idx]), categories[idx]
+
+    ds = tf.data.Dataset.from_tensor_slices(np.asarray(items, np.int64))
+    ds = ds.shuffle(len(items), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.map(lambda idx: tf.numpy_function(gather, [idx], [tf.uint8, tf.int32]),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, c: {"images": tf.ensure_shape(x, [batch_size, res, res, 3]),
+                              "category": tf.ensure_shape(c, [batch_size])})
+    return ds.prefetch(2)

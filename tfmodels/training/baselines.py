@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from tfmodels import config as config_lib
 from tfmodels import evaluation
+from tfmodels.data.sampler import labelled_image_batches
 from tfmodels.models.baselines import BPRMF, VBPR, PopRank
 from tfmodels.models.classifier import CategoryClassifier, cross_entropy_per_example
 from tfmodels.training import loop
@@ -50,15 +51,10 @@ VAL_SHARE = 0.1
 
 
 def load_data(cfg):
-    """(dataset, split) for a config: ``load_dataset`` then ``leave_one_out`` with ``cfg.data.seed``."""
-    from tfmodels.data.loading import load_dataset
-    from tfmodels.data.splits import leave_one_out
+    """(dataset, split) for a config (see ``tfmodels.data.loading.load_for_training``)."""
+    from tfmodels.data.loading import load_for_training
 
-    dataset = load_dataset(cfg)  # drops bad images itself when cfg.data.skip_bad_images
-    if dataset.num_users == 0 or dataset.num_interactions == 0:
-        raise ValueError(f"dataset {dataset.name!r} has no users or interactions to train a recommender on "
-                         f"(set world.simulate=true to simulate users over its images)")
-    return dataset, leave_one_out(dataset, seed=cfg.data.seed)
+    return load_for_training(cfg)
 
 
 def _read_model_json(workdir: str) -> dict:
@@ -263,28 +259,6 @@ class ClassifierTask(loop.Task):
         return {"num_categories": self.num_categories, "category_names": self.category_names,
                 "resolution": int(self.images.shape[1]), "feature_layer": "fc7",
                 "train_items": int(len(self.train_items)), "val_items": int(len(self.val_items))}
-
-
-def labelled_image_batches(images, categories, items, batch_size, seed):
-    """Endless shuffled {"images": uint8 [b, R, R, 3], "category": int32 [b]} over ``items``.
-
-    Only indices go through tf.data; each batch gathers its pixels from the host
-    table (which may be a memmap of the on-disk image cache).
-    """
-    res = images.shape[1]
-
-    def gather(idx):
-        idx = np.sort(idx)
-        return np.asarray(images[idx]), categories[idx]
-
-    ds = tf.data.Dataset.from_tensor_slices(np.asarray(items, np.int64))
-    ds = ds.shuffle(len(items), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.map(lambda idx: tf.numpy_function(gather, [idx], [tf.uint8, tf.int32]),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda x, c: {"images": tf.ensure_shape(x, [batch_size, res, res, 3]),
-                              "category": tf.ensure_shape(c, [batch_size])})
-    return ds.prefetch(2)
 
 
 def predict_in_batches(fn, images, items=None, batch_size=256) -> np.ndarray:

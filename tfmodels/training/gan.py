@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from tfmodels import config as config_lib
 from tfmodels.data.images import to_model_input
+from tfmodels.data.sampler import labelled_image_batches
 from tfmodels.models import gan as gan_lib
 from tfmodels.training import loop as loop_lib
 
@@ -92,22 +93,7 @@ def real_image_dataset(images: np.ndarray, categories: np.ndarray, batch_size: i
         raise ValueError("GAN training needs items with a known category; every item has category -1")
     if len(images) != len(categories):
         raise ValueError(f"GAN data: {len(images)} images but {len(categories)} categories")
-    table = np.asarray(images)
-    cats = categories
-
-    def gather(idx):
-        idx = np.sort(idx)  # ascending reads from a memory-mapped cache
-        return np.asarray(table[idx]), cats[idx]
-
-    res = table.shape[1]
-    ds = tf.data.Dataset.from_tensor_slices(keep.astype(np.int64))
-    ds = ds.shuffle(len(keep), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.map(lambda idx: tf.numpy_function(gather, [idx], [tf.uint8, tf.int32]),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda x, c: {"images": tf.ensure_shape(x, [batch_size, res, res, 3]),
-                              "category": tf.ensure_shape(c, [batch_size])})
-    return ds.prefetch(2)
+    return labelled_image_batches(images, categories, keep, batch_size, seed)
 
 
 def fixed_noise(noise_dim: int, columns: int = GRID_COLUMNS, seed: int = 1234) -> np.ndarray:

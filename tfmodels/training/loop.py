@@ -76,7 +76,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 
 import tensorflow as tf

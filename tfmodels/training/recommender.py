@@ -46,14 +46,9 @@ PROJECTOR_THUMB = 32
 def load_data(cfg):
     """(dataset, split, images uint8 [N, R, R, 3]) for ``cfg.data``, as training saw them."""
     from tfmodels.data import images as images_lib
-    from tfmodels.data.loading import load_dataset
-    from tfmodels.data.splits import leave_one_out
+    from tfmodels.data.loading import load_for_training
 
-    dataset = load_dataset(cfg)  # drops bad images itself when cfg.data.skip_bad_images
-    if dataset.num_users == 0 or dataset.num_interactions == 0:
-        raise ValueError(f"dataset {dataset.name!r} has no users or interactions to train a recommender on "
-                         f"(set world.simulate=true to simulate users over its images)")
-    split = leave_one_out(dataset, seed=cfg.data.seed)
+    dataset, split = load_for_training(cfg)
     pixels = images_lib.load_images(dataset, cfg.data.resolution, cfg.data.cache_dir,
                                     skip_bad=cfg.data.skip_bad_images)
     return dataset, split, pixels
