@@ -187,6 +187,14 @@ class SyntheticDesigner(tf.Module):
         img, png = self._to_outputs(self._g(z, category))
         return {S.OUT_IMAGE: img, S.OUT_PNG: png}
 
+    @staticmethod
+    def _checked_steps(steps, checks=()):
+        """``steps``, available only once it (and ``checks``) passed the range checks."""
+        checks = list(checks) + [tf.debugging.assert_non_negative(steps, message="steps must be >= 0"),
+                                 tf.debugging.assert_less_equal(steps, 1000, message="steps must be <= 1000")]
+        with tf.control_dependencies(checks):
+            return tf.identity(steps)
+
     def _ascend(self, u, z, category, steps, eta):
         """`steps` of gradient ascent on z of u . G(z, c) - eta * mean(z^2) (analytic gradient)."""
         def body(i, z):
@@ -209,10 +217,11 @@ class SyntheticDesigner(tf.Module):
                                   tf.TensorSpec([], tf.int32, name=S.SEED)])
     def design(self, user_id, category, starts, steps, eta, seed):
         category = self._category(category)
-        tf.debugging.assert_positive(starts, message="starts must be >= 1")
-        tf.debugging.assert_less_equal(starts, 64, message="starts must be <= 64")
-        tf.debugging.assert_non_negative(steps, message="steps must be >= 0")
-        tf.debugging.assert_less_equal(steps, 1000, message="steps must be <= 1000")
+        checks = [tf.debugging.assert_positive(starts, message="starts must be >= 1"),
+                  tf.debugging.assert_less_equal(starts, 64, message="starts must be <= 64")]
+        # The loop must not start before its bound is checked: an assert alone runs
+        # beside the loop, which would then spin through an absurd step count.
+        steps = self._checked_steps(steps, checks)
         u = self._user(user_id[None])
         z = tf.random.stateless_normal([starts, self.latent], seed=[seed, 1])
         z = self._ascend(u, z, category, steps, eta)
@@ -229,8 +238,7 @@ class SyntheticDesigner(tf.Module):
                                   tf.TensorSpec([], tf.float32, name=S.ETA)])
     def modify(self, user_id, image_bytes, category, steps, eta):
         category = self._category(category)
-        tf.debugging.assert_non_negative(steps, message="steps must be >= 0")
-        tf.debugging.assert_less_equal(steps, 1000, message="steps must be <= 1000")
+        steps = self._checked_steps(steps)
         u = self._user(user_id)
 
         def load(b):
