@@ -27,9 +27,7 @@ Everything here runs on the host except ``*_step`` methods (replica context).
 from __future__ import annotations
 
 import copy
-import json
 import os
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -40,6 +38,7 @@ from tfmodels.data.sampler import labelled_image_batches
 from tfmodels.models.baselines import BPRMF, VBPR, PopRank
 from tfmodels.models.classifier import CategoryClassifier, cross_entropy_per_example
 from tfmodels.training import loop
+from tfmodels.training.loop import checkpoint_path, read_model_json
 from tfmodels.training.strategy import build_strategy
 
 BASELINE_KINDS = ("pop", "bpr-mf", "vbpr")
@@ -56,26 +55,6 @@ def load_data(cfg):
 
     return load_for_training(cfg)
 
-
-def _read_model_json(workdir: str) -> dict:
-    path = os.path.join(workdir, "model.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: {workdir!r} holds no trained model")
-    with open(path) as f:
-        return json.load(f)
-
-
-def checkpoint_path(workdir: str, best: bool = True) -> str:
-    """Path of the best (by validation metric) or latest checkpoint of a work directory."""
-    if best:
-        path = tf.train.latest_checkpoint(os.path.join(workdir, "best"))
-        if path:
-            return path
-        print(f"note: {workdir} has no best/ checkpoint; using the latest", file=sys.stderr)
-    path = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
-    if not path:
-        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'ckpt')}")
-    return path
 
 
 def _make_score_fn(model):
@@ -325,7 +304,7 @@ def train_classifier(cfg, workdir: str, dataset=None) -> dict:
 
 def load_classifier(workdir: str, best: bool = True) -> tuple[CategoryClassifier, object]:
     """(classifier with restored weights, its Config) from a classifier work directory."""
-    info = _read_model_json(workdir)
+    info = read_model_json(workdir)
     if info.get("kind") != "classifier":
         raise ValueError(f"{workdir} holds a {info.get('kind')!r} model, not a classifier")
     cfg = config_lib.load(workdir)
@@ -394,7 +373,7 @@ def load_scorer(workdir: str, best: bool = True, dataset=None, split=None):
     is part of the checkpoint). ``dataset`` and ``split`` are reloaded from
     config.json unless given.
     """
-    info = _read_model_json(workdir)
+    info = read_model_json(workdir)
     cfg = config_lib.load(workdir)
     model = build_baseline(info, cfg)
     tf.train.Checkpoint(model=model).restore(checkpoint_path(workdir, best)).expect_partial()

@@ -22,7 +22,6 @@ as ``W/samples/step_<n>.png``. Work directory (the project-wide layout):
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -118,15 +117,12 @@ def grid_image(rows: np.ndarray, labels=None) -> np.ndarray:
     return image_grid(rows.reshape(r * c, *rows.shape[2:]), cols=c, labels=labels)
 
 
-def read_model_json(workdir: str) -> dict:
-    path = os.path.join(workdir, "model.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir!r} a GAN work directory "
-                                "(tfmodels train gan --workdir ...)?")
-    with open(path) as f:
-        meta = json.load(f)
+def read_gan_json(workdir: str) -> dict:
+    """``W/model.json`` of a GAN work directory; another kind of run is an error."""
+    meta = loop_lib.read_model_json(workdir)
     if meta.get("kind") != MODEL_KIND:
-        raise ValueError(f"{path}: kind is {meta.get('kind')!r}, expected 'gan' (is this a GAN work directory?)")
+        raise ValueError(f"{workdir}/model.json: kind is {meta.get('kind')!r}, expected 'gan' "
+                         "(is this a GAN work directory: tfmodels train gan --workdir ...?)")
     return meta
 
 
@@ -142,7 +138,7 @@ def load_gan(workdir: str):
       FileNotFoundError: no config, model.json or checkpoint in ``workdir``.
     """
     cfg = config_lib.load(workdir)
-    meta = read_model_json(workdir)
+    meta = read_gan_json(workdir)
     generator, discriminator = gan_lib.build_gan(cfg.gan, int(meta["num_categories"]))
     latest = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
     if latest is None:

@@ -76,6 +76,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 
 import tensorflow as tf
@@ -460,3 +461,23 @@ def _maybe_best(task, step, record, best, best_manager, best_dir, chief, log):
         _write_json_atomic(os.path.join(best_dir, "best.json"), best)
     log(f"[{task.kind}] new best {task.best_metric} {value:.4f} at step {step} -> {best_dir}")
     return best
+
+
+def read_model_json(workdir: str) -> dict:
+    """``W/model.json`` of a work directory (kind, step, ...)."""
+    path = os.path.join(workdir, "model.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir!r} a trained tfmodels work directory?")
+    with open(path) as f:
+        return json.load(f)
+
+
+def checkpoint_path(workdir: str, best: bool = True) -> str:
+    """The best checkpoint (``W/best/``) if ``best`` and present, else the latest in ``W/ckpt/``."""
+    path = tf.train.latest_checkpoint(os.path.join(workdir, "best")) if best else None
+    if best and not path:
+        print(f"note: {workdir} has no best/ checkpoint; using the latest", file=sys.stderr)
+    path = path or tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
+    if not path:
+        raise FileNotFoundError(f"no checkpoint in {workdir}/best or {workdir}/ckpt")
+    return path

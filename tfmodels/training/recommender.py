@@ -23,7 +23,6 @@ running) work directory for evaluation, design and export.
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -32,6 +31,7 @@ import tensorflow as tf
 from tfmodels import config as config_lib
 from tfmodels.models.dvbpr import DVBPR, build_dvbpr, dvbpr_loss_per_example, bpr_loss_per_example
 from tfmodels.training import loop
+from tfmodels.training.loop import checkpoint_path, read_model_json
 from tfmodels.training.strategy import build_strategy
 
 PROJECTOR_ITEMS = 4096
@@ -334,22 +334,6 @@ def train_dvbpr(cfg, workdir: str) -> dict:
     return train_dvbpr_on(cfg, workdir, dataset, split, images, strategy=strategy)
 
 
-def _read_model_json(workdir: str) -> dict:
-    path = os.path.join(workdir, "model.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir!r} a trained tfmodels work directory?")
-    with open(path) as f:
-        return json.load(f)
-
-
-def checkpoint_path(workdir: str, best: bool = True) -> str:
-    """The best checkpoint (W/best/) if ``best`` and present, else the latest in W/ckpt/."""
-    path = tf.train.latest_checkpoint(os.path.join(workdir, "best")) if best else None
-    path = path or tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
-    if not path:
-        raise FileNotFoundError(f"no checkpoint in {workdir}/best or {workdir}/ckpt")
-    return path
-
 
 def load_dvbpr(workdir: str, best: bool = True):
     """Reopens a DVBPR work directory: (model, dataset, split, images uint8 [N, R, R, 3]).
@@ -358,7 +342,7 @@ def load_dvbpr(workdir: str, best: bool = True):
     latest W/ckpt/ checkpoint. Data are reloaded from W/config.json (the image
     cache makes that cheap).
     """
-    info = _read_model_json(workdir)
+    info = read_model_json(workdir)
     if info.get("kind") != "dvbpr":
         raise ValueError(f"{workdir}/model.json: kind is {info.get('kind')!r}, expected 'dvbpr'")
     cfg = config_lib.load(workdir)
@@ -370,7 +354,7 @@ def load_dvbpr(workdir: str, best: bool = True):
 
 def load_scorer(workdir: str, best: bool = True):
     """(score_fn, dataset, split) for any recommender work directory (dvbpr, bpr-mf, vbpr, pop)."""
-    info = _read_model_json(workdir)
+    info = read_model_json(workdir)
     if info.get("kind") == "dvbpr":
         model, dataset, split, images = load_dvbpr(workdir, best=best)
         return build_scorer(model, images), dataset, split
