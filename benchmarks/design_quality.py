@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import time
@@ -59,6 +58,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tfmodels  # noqa: E402,F401  (tf-keras before TensorFlow)
 import numpy as np  # noqa: E402
+from tfmodels import files  # noqa: E402
 from _machine import describe  # noqa: E402
 
 SETUPS = ("fmnist", "hm-real", "hm-sim")
@@ -402,10 +402,9 @@ def plot_tradeoff(name: str, rows: list[dict], simulated: bool, path: str) -> No
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{name}: preference vs quality over eta (x = random samples)")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    with files.replacing(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- report
@@ -420,9 +419,7 @@ def fmt(x, digits=2):
 
 
 def write_outputs(out: str, results: dict) -> None:
-    with open(os.path.join(out, "results.json.tmp"), "w") as f:
-        json.dump(results, f, indent=2, default=str)
-    os.replace(os.path.join(out, "results.json.tmp"), os.path.join(out, "results.json"))
+    files.write_json(os.path.join(out, "results.json"), results)
     lines = [f"# Design quality ({results['mode']})", "", f"Machine: {results['machine']}", "",
              f"Command: `{results['command']}`", ""]
     for name, res in results["setups"].items():
@@ -463,9 +460,7 @@ def write_outputs(out: str, results: dict) -> None:
               "judge's 128-d features against the same number of held-out real images per category (with "
               "repetition where a category has few); novelty is the RMS pixel distance (0..1) to the nearest "
               "GAN training image, in brackets held-out real images against the other 80% of the catalogue. 'random' = unoptimised samples G(z, c)."]
-    with open(os.path.join(out, "results.md.tmp"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(os.path.join(out, "results.md.tmp"), os.path.join(out, "results.md"))
+    files.write_text(os.path.join(out, "results.md"), "\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:

@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tfmodels  # noqa: E402,F401  (tf-keras before TensorFlow)
 import numpy as np  # noqa: E402
+from tfmodels import files  # noqa: E402
 from _machine import info as machine_info  # noqa: E402
 
 METHODS = ("pop", "bpr-mf", "vbpr", "dvbpr", "dvbpr-init")
@@ -285,10 +286,9 @@ def plot_curves(name: str, report: dict, path: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    with files.replacing(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def fmt(v, digits=4):
@@ -404,10 +404,7 @@ def write_outputs(out: str, results: dict) -> None:
 
     for fname, text in (("results.json", json.dumps(clean(results), indent=2, sort_keys=True)),
                         ("results.md", markdown(results))):
-        tmp = os.path.join(out, fname + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(out, fname))
+        files.write_text(os.path.join(out, fname), text)
 
 
 if __name__ == "__main__":

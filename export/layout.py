@@ -35,6 +35,8 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
+from tfmodels import files
+
 WARMUP_FILE = "tf_serving_warmup_requests"
 MODEL_CARD_FILE = "model_card.json"
 ASSETS_EXTRA = "assets.extra"
@@ -264,8 +266,4 @@ def write_models_config(export_base: str, model_names=None, path: str | None = N
         entry.base_path = prefix.rstrip("/") + "/" + name
         entry.model_platform = "tensorflow"
     path = path or os.path.join(export_base, "models.config")
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text_format.MessageToString(config))
-    os.replace(tmp, path)
-    return path
+    return files.write_text(path, text_format.MessageToString(config))

@@ -23,6 +23,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+
 from export import signatures as S
 
 IMAGE_SIZE = 16  # designer output side
@@ -281,7 +282,7 @@ def write_models_config(path: str, models: dict, policies: dict | None = None,
             lines.append(f'    version_labels {{ key: "{label}" value: {v} }}')
         lines.append("  }")
     lines.append("}")
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp{os.getpid()}"  # serving/ needs no project code, so no tfmodels.files here
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     os.replace(tmp, path)

@@ -169,16 +169,18 @@ def test_two_worker_multi_worker_mirrored_training(tmp_path):
         procs.append(subprocess.Popen(
             [PYTHON, "-c", MULTI_WORKER, str(tmp_path / "w"), str(tmp_path / f"weights{i}.npz")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO))
-    outs = []
+    results = []
     try:
-        for p in procs:
-            out, err = p.communicate(timeout=240)
-            assert p.returncode == 0, err[-3000:]
-            outs.append(json.loads(out.split("RESULT ")[-1]))
+        results = [p.communicate(timeout=240) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+    # Both workers' logs: when one crashes, the other only reports "task N stopped sending heartbeats".
+    failed = [f"worker {i} (exit {p.returncode}):\n{err[-2500:]}"
+              for i, (p, (_, err)) in enumerate(zip(procs, results)) if p.returncode != 0]
+    assert not failed, "\n\n".join(failed)
+    outs = [json.loads(out.split("RESULT ")[-1]) for out, _ in results]
     assert outs[0] == outs[1] == {"step": 6, "replicas": 2}
     w0, w1 = np.load(tmp_path / "weights0.npz"), np.load(tmp_path / "weights1.npz")
     assert len(w0.files) == len(w1.files) > 0

@@ -15,6 +15,8 @@ import os
 import typing
 from dataclasses import dataclass, field
 
+from tfmodels import files
+
 
 @dataclass
 class DataConfig:
@@ -332,12 +334,7 @@ def from_dict(data: dict) -> Config:
 def save(cfg: Config, workdir: str) -> str:
     """Writes ``workdir/config.json`` atomically and returns its path."""
     os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(to_dict(cfg), f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-    return path
+    return files.write_json(os.path.join(workdir, "config.json"), to_dict(cfg))
 
 
 def load(workdir: str) -> Config:

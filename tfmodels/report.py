@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tfmodels.data.preview import image_grid, save_png
+from tfmodels import files
+from tfmodels.files import write_text
 
 TITLE_HEIGHT = 14
 
@@ -197,12 +199,10 @@ def plot_training_curves(runs: dict, out_path: str, oracle: float | None = None,
     ax.set_title("category classifier (VBPR's pre-trained CNN)")
     ax.set_xlabel("step")
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(out_path)}")
-    fig.savefig(tmp, dpi=90, format="png")
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with files.replacing(out_path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
-    os.replace(tmp, out_path)
     return out_path
 
 
@@ -220,15 +220,6 @@ def markdown_table(header: list, rows: list) -> list:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
     return lines
-
-
-def write_text(path: str, text: str) -> str:
-    """Writes text atomically."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 __all__ = ["fit_tiles", "labelled_rows", "read_scalars", "read_metrics", "plot_training_curves",

@@ -42,6 +42,8 @@ import sys
 import threading
 import time
 
+from tfmodels import files
+
 RECOMMENDERS = ("pop", "bpr-mf", "vbpr", "dvbpr")
 SETTINGS_FILE = "demo.json"
 EARLIER_TOTAL = "earlier run that did the reused work: total"
@@ -328,10 +330,7 @@ def _check_settings(out: str, settings: dict, fresh: bool) -> None:
         if not set(os.listdir(out)) <= legacy:
             raise ValueError(f"{out} exists and is not a demo output folder; choose another --out")
     os.makedirs(out, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(settings, f, indent=2)
-    os.replace(tmp, path)
+    files.write_json(path, settings)
 
 
 def _cpu_seconds() -> float:
@@ -443,7 +442,7 @@ def run(args) -> int:
     timings["total"] = {"wall_s": round(time.time() - t_start, 1), "cpu_s": round(_cpu_seconds() - cpu_start, 1),
                         "reused": False,
                         "load_avg_1_5_15": [round(x, 1) for x in os.getloadavg()]}
-    _write_json(timings_path, timings)
+    files.write_json(timings_path, timings)
     _write_report(out, args, runner, results, timings, runs)
     _say(f"[demo] done in {time.time() - t_start:.0f} s; report: {os.path.join(out, 'REPORT.md')}")
     return 0
@@ -457,13 +456,6 @@ def _load_json(path: str):
         return None
     with open(path) as f:
         return json.load(f)
-
-
-def _write_json(path: str, data) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
 
 
 def _evaluate(kind: str, workdir: str, out: str, timings: dict) -> dict:
@@ -483,7 +475,7 @@ def _evaluate(kind: str, workdir: str, out: str, timings: dict) -> dict:
     if rc != 0:
         raise RuntimeError(f"tfmodels evaluate --workdir {workdir} failed with exit code {rc}")
     result = json.loads(buf.getvalue().strip().splitlines()[-1])
-    _write_json(path, result)
+    files.write_json(path, result)
     timings[f"evaluate {kind}"] = {"wall_s": round(time.time() - t0, 1),
                                    "cpu_s": round(time.process_time() - c0, 1), "reused": False}
     _say(f"[demo] evaluate {kind}: auc_all {result.get('auc_all')}, auc_cold_vs_cold "
@@ -517,7 +509,7 @@ def _oracle(dvbpr_workdir: str, out: str, timings: dict):
     _, dataset, split, images = _load_world(dvbpr_workdir)
     result = oracle_auc(dataset, split, images, which="test")
     result = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}
-    _write_json(path, result)
+    files.write_json(path, result)
     timings["oracle AUC"] = {"wall_s": round(time.time() - t0, 1), "cpu_s": None, "reused": False}
     _say(f"[demo] oracle AUC (true scores): auc_all {result.get('auc_all')}")
     return result
@@ -589,7 +581,7 @@ def _serve_and_call(args, out: str, runs: dict, models_config: str, timings: dic
     _say(f"[demo] serve: stopped with SIGTERM (exit code {rc}, {time.time() - t_stop:.1f} s)")
     if rc != 0:
         raise RuntimeError(f"tfmodels serve exited with code {rc} after SIGTERM; see {log_path}")
-    _write_json(calls_path, report)
+    files.write_json(calls_path, report)
     timings["serve + gRPC calls"] = {"wall_s": round(time.time() - t0, 1), "cpu_s": None, "reused": False}
     return report
 
@@ -901,7 +893,7 @@ def _write_report(out: str, args, runner: Runner, results: dict, timings: dict, 
               " (the demo picks free ports; by default gRPC 8500, REST 8501), then the client calls above; "
               "stop with Ctrl-C or SIGTERM."]
     lines += ["", "Logs of every stage: `" + os.path.join(out, "logs") + "/`.", ""]
-    rep.write_text(os.path.join(out, "REPORT.md"), "\n".join(lines) + "\n")
+    files.write_text(os.path.join(out, "REPORT.md"), "\n".join(lines) + "\n")
 
 
 def _g(value) -> str:

@@ -81,6 +81,7 @@ import time
 
 import tensorflow as tf
 
+from tfmodels import files
 from tfmodels.training.strategy import is_chief, worker_info
 
 
@@ -186,13 +187,6 @@ class Task:
 # --------------------------------------------------------------------------- files
 
 
-def _write_json_atomic(path: str, data) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=_jsonable)
-    os.replace(tmp, path)
-
-
 def _jsonable(x):
     try:
         return float(x)
@@ -211,12 +205,8 @@ def read_metrics(workdir: str) -> list[dict]:
 
 def _write_metrics(workdir: str, records: list[dict]) -> None:
     # Rewritten whole through a temp file: a kill never leaves a torn line.
-    path = os.path.join(workdir, "metrics.jsonl")
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        for r in records:
-            f.write(json.dumps(r, sort_keys=True, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    files.write_text(os.path.join(workdir, "metrics.jsonl"),
+                     "".join(json.dumps(r, sort_keys=True, default=_jsonable) + "\n" for r in records))
 
 
 def _format_duration(seconds: float) -> str:
@@ -413,7 +403,7 @@ def _write_model_json(workdir: str, task: Task, step: int, best) -> None:
     info = {"kind": task.kind, "step": step, "best_step": best["step"] if best else None,
             "best_metric": task.best_metric}
     info.update(task.model_info())
-    _write_json_atomic(os.path.join(workdir, "model.json"), info)
+    files.write_json(os.path.join(workdir, "model.json"), info, default=_jsonable)
 
 
 def _evaluate(task: Task, step: int, workdir: str, chief: bool, records: list, log):
@@ -458,7 +448,7 @@ def _maybe_best(task, step, record, best, best_manager, best_dir, chief, log):
     best_manager.save(checkpoint_number=step)
     best = {"step": step, "metric": task.best_metric, "value": value, "metrics": record}
     if chief:
-        _write_json_atomic(os.path.join(best_dir, "best.json"), best)
+        files.write_json(os.path.join(best_dir, "best.json"), best, default=_jsonable)
     log(f"[{task.kind}] new best {task.best_metric} {value:.4f} at step {step} -> {best_dir}")
     return best
 

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmodels import config as config_lib
+from tfmodels import files
 from tfmodels.models.dvbpr import DVBPR, build_dvbpr, dvbpr_loss_per_example, bpr_loss_per_example
 from tfmodels.training import loop
 from tfmodels.training.loop import checkpoint_path, read_model_json
@@ -265,19 +266,17 @@ def write_projector(workdir: str, model: DVBPR, dataset, images: np.ndarray,
     for k, img in enumerate(thumbs):
         r, c = divmod(k, side)
         sprite[r * thumb:(r + 1) * thumb, c * thumb:(c + 1) * thumb] = img
-    tmp = os.path.join(logdir, "sprite.png.tmp")
-    Image.fromarray(sprite).save(tmp, format="PNG")
-    os.replace(tmp, os.path.join(logdir, "sprite.png"))
+    with files.replacing(os.path.join(logdir, "sprite.png")) as tmp:
+        Image.fromarray(sprite).save(tmp, format="PNG")
 
     names = dataset.category_names
-    with open(os.path.join(logdir, "metadata.tsv.tmp"), "w") as f:
-        f.write("item_id\tcategory\n")
-        for i in idx:
-            c = int(dataset.categories[i]) if len(dataset.categories) else -1
-            cat = names[c] if 0 <= c < len(names) else "?"
-            item_id = str(dataset.item_ids[i]).replace("\t", " ")
-            f.write(f"{item_id}\t{cat.replace(chr(9), ' ') or '?'}\n")
-    os.replace(os.path.join(logdir, "metadata.tsv.tmp"), os.path.join(logdir, "metadata.tsv"))
+    rows = ["item_id\tcategory\n"]
+    for i in idx:
+        c = int(dataset.categories[i]) if len(dataset.categories) else -1
+        cat = names[c] if 0 <= c < len(names) else "?"
+        item_id = str(dataset.item_ids[i]).replace("\t", " ")
+        rows.append(f"{item_id}\t{cat.replace(chr(9), ' ') or '?'}\n")
+    files.write_text(os.path.join(logdir, "metadata.tsv"), "".join(rows))
 
     # As in TensorBoard's projector guide: a checkpoint saved in the log folder
     # (its "checkpoint" state file is how the projector finds the tensor).
