@@ -7,7 +7,7 @@ Three setups (the paper's research questions 2 to 4, plus the truth we can measu
 * ``hm-sim``: the H&M images at 64 px with *simulated users* (true preference).
 
 For each setup, in ``--out/<setup>/``: a DVBPR recommender (``rec/``) and a
-conditional GAN (``gan/``) are trained with the shared loop, each within a
+conditional GAN (``gan/``; the two H&M setups share ``--out/hm-gan/``, trained by the first) are trained with the shared loop, each within a
 wall-clock budget (cpu: 12 min DVBPR, 22 min GAN, up to 3,000 steps each; the steps
 reached are in the table), since this shared machine's speed varies several-fold
 (a rerun resumes or reuses them; ``--rec SETUP=W`` reuses an existing DVBPR work
@@ -135,8 +135,13 @@ def train_within_budget(train_fn, cfg, section: str, max_steps: int, chunk: int,
         steps = min(steps + chunk, max_steps)
 
 
-def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = ""):
-    """Trains (or reuses) DVBPR and the GAN within the mode's time budgets; returns what the evaluation needs."""
+def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", gan_dir: str = "",
+                 train_gan_now: bool = True):
+    """Trains (or reuses) DVBPR and the GAN within the mode's time budgets; returns what the evaluation needs.
+
+    ``gan_dir`` defaults to ``root/gan``; with ``train_gan_now`` False the GAN there is used as it is
+    (the hm-* setups share one GAN: same images, categories and settings).
+    """
     import tensorflow as tf
     from tfmodels.data.images import load_images
     from tfmodels.models.dvbpr import build_dvbpr
@@ -160,11 +165,14 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = ""):
     t1 = time.time()
     gan_images = (rec_images if cfg.gan.resolution == cfg.data.resolution
                   else load_images(dataset, cfg.gan.resolution, cfg.data.cache_dir))
-    gan_dir = os.path.join(root, "gan")
+    gan_dir = gan_dir or os.path.join(root, "gan")
     categories = np.asarray(dataset.categories, np.int32)
     data = (gan_images, categories, list(dataset.category_names), dataset.name)
-    train_within_budget(lambda: train_gan(cfg, gan_dir, data=data), cfg, "gan", mode["gan_steps"],
-                        cfg.gan.sample_every, mode["gan_minutes"], f"{name} GAN")
+    if train_gan_now:
+        train_within_budget(lambda: train_gan(cfg, gan_dir, data=data), cfg, "gan", mode["gan_steps"],
+                            cfg.gan.sample_every, mode["gan_minutes"], f"{name} GAN")
+    else:
+        log(f"{name}: reusing the GAN in {gan_dir}")
     generator, discriminator, _, meta = load_gan(gan_dir)
     gan_minutes = (time.time() - t1) / 60
     return {"dataset": dataset, "split": split, "rec_images": rec_images, "gan_images": gan_images,
@@ -488,6 +496,7 @@ def main(argv=None) -> int:
                "setups": {}}
     log(f"machine: {results['machine']}")
     t_all = time.time()
+    gans_trained = set()
     for name in setups:
         if name.startswith("hm") and not (args.hm_dir and os.path.isdir(args.hm_dir)):
             results["setups"][name] = {"error": "no --hm-dir (the H&M sample is not available here)"}
@@ -497,7 +506,11 @@ def main(argv=None) -> int:
         cfg = setup_config(name, mode, args.hm_dir, args.overrides)
         root = os.path.join(args.out, name)
         os.makedirs(root, exist_ok=True)
-        trained = train_models(name, cfg, root, mode, reuse.get(name, ""))
+        # One GAN for both H&M setups: they differ in users, not in images or categories.
+        gan_dir = os.path.join(args.out, "hm-gan") if name.startswith("hm") else ""
+        trained = train_models(name, cfg, root, mode, reuse.get(name, ""), gan_dir,
+                               train_gan_now=gan_dir not in gans_trained)
+        gans_trained.add(gan_dir)
         res = evaluate_setup(name, cfg, trained, mode, args.out)
         res["minutes"] = (time.time() - t0) / 60
         results["setups"][name] = res
