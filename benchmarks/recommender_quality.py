@@ -111,7 +111,7 @@ class Budget:
         """
         start = time.time()
         chunk = max(1, chunk)
-        done, result = 0, None
+        done, result, rate = 0, None, 0.0
         for _ in range(self.MAX_CALLS):
             remaining = self.minutes * 60 - (time.time() - start)
             if result is None:
@@ -172,6 +172,25 @@ def run_dataset(name: str, args, log) -> dict:
         report["oracle"] = {k: v for k, v in oracle.items() if isinstance(v, (int, float))}
         log(f"[{name}] oracle: " + json.dumps(report["oracle"]))
 
+    def train_or_reuse(method, w, budget_run):
+        """``budget_run()`` trains within the budget and the run is recorded in ``w/benchmark_run.json``;
+        with --reuse a work directory that already holds a finished run is evaluated as it is."""
+        from tfmodels.training.loop import read_model_json
+
+        record = os.path.join(w, "benchmark_run.json")
+        if args.reuse and os.path.exists(os.path.join(w, "model.json")):
+            info = read_model_json(w)
+            saved = json.load(open(record)) if os.path.exists(record) else {}
+            best_path = os.path.join(w, "best", "best.json")
+            best = json.load(open(best_path)) if os.path.exists(best_path) else None
+            log(f"[{name}] {method}: reusing {w} at step {info['step']} (--reuse)")
+            return {"step": info["step"], "best": best, "train_seconds": saved.get("train_seconds"),
+                    "metrics": saved.get("metrics") or (best or {}).get("metrics", {})}
+        result = budget_run()
+        files.write_json(record, {"step": int(result["step"]), "train_seconds": result["train_seconds"],
+                                  "metrics": result.get("metrics", {})})
+        return result
+
     def evaluate_test(method, score_fn, result):
         t0 = time.time()
         metrics = evaluate_split(score_fn, split, "test", seed=0)
@@ -179,7 +198,8 @@ def run_dataset(name: str, args, log) -> dict:
         row.update(users=metrics["users"], cold_users=metrics["cold_users"],
                    cold_vs_cold_users=metrics["cold_vs_cold_users"], steps=int(result["step"]),
                    best_step=(result.get("best") or {}).get("step"),
-                   train_minutes=round(result.get("train_seconds", 0.0) / 60, 2),
+                   train_minutes=(None if result.get("train_seconds") is None
+                                  else round(result["train_seconds"] / 60, 2)),
                    eval_seconds=round(time.time() - t0, 1))
         if oracle is not None and oracle.get("auc_all") is not None and oracle["auc_all"] > 0.5:
             row["oracle_margin_closed"] = (row["auc_all"] - 0.5) / (oracle["auc_all"] - 0.5)
@@ -199,8 +219,8 @@ def run_dataset(name: str, args, log) -> dict:
             result = train(1)
             result["train_seconds"] = 0.0
         else:
-            result = Budget(budgets[method], log).run(method, train, args.baseline_max_steps or 5 * cfg.train.steps,
-                                                      cfg.train.eval_every)
+            result = train_or_reuse(method, w, lambda: Budget(budgets[method], log).run(
+                method, train, args.baseline_max_steps or 5 * cfg.train.steps, cfg.train.eval_every))
         score_fn, _, _ = baselines.load_scorer(w, best=True, dataset=dataset, split=split)
         evaluate_test(method, score_fn, result)
         report["curves"][method] = read_curve(w)
@@ -220,7 +240,8 @@ def run_dataset(name: str, args, log) -> dict:
             out.pop("task", None)
             return out
 
-        result = Budget(budgets[method], log).run(method, train, cfg.train.steps, cfg.train.eval_every)
+        result = train_or_reuse(method, w, lambda: Budget(budgets[method], log).run(
+            method, train, cfg.train.steps, cfg.train.eval_every))
         model = recommender.build_dvbpr(mcfg.model, split.num_users, mcfg.data.resolution)
         tf.train.Checkpoint(model=model).restore(recommender.checkpoint_path(w, best=True)).expect_partial()
         evaluate_test(method, recommender.build_scorer(model, images), result)
@@ -235,11 +256,12 @@ def run_dataset(name: str, args, log) -> dict:
             ccfg.baseline.classifier_steps = steps
             return baselines.train_classifier(ccfg, w, dataset=dataset)
 
-        clf = Budget(budgets["classifier"], log).run("classifier", train_clf,
-                                                     cfg.baseline.classifier_steps, cfg.train.eval_every)
+        clf = train_or_reuse("classifier", w, lambda: Budget(budgets["classifier"], log).run(
+            "classifier", train_clf, cfg.baseline.classifier_steps, cfg.train.eval_every))
         report["classifier"] = {"steps": int(clf["step"]), "accuracy": clf["metrics"].get("accuracy"),
                                 "chance": clf["metrics"].get("chance"),
-                                "train_minutes": round(clf["train_seconds"] / 60, 2)}
+                                "train_minutes": (None if clf["train_seconds"] is None
+                                                  else round(clf["train_seconds"] / 60, 2))}
         log(f"[{name}] classifier: {json.dumps(report['classifier'])}")
     clf_dir = os.path.abspath(os.path.join(root, "classifier"))
     for method in methods:
@@ -300,10 +322,15 @@ def fmt(v, digits=4):
 def markdown(results: dict) -> str:
     m = results["machine"]
     lines = [f"# Recommender quality ({'quick smoke run' if results['quick'] else 'preset ' + results['preset']})", "",
-             f"Machine: {m['cpu']}, {m['cores_usable']} usable cores, {m['memory']} RAM, {m['gpus']} GPU(s); "
-             f"TensorFlow {m['tensorflow']}, Python {m['python']}; load average at start {m['load_avg_1_5_15']}.",
-             "", f"Command: `{results['command']}`", "",
-             "Test split, each method's checkpoint chosen by validation AUC (all items). AUC per user = share of "
+             f"Machine: {m['cpu']}, {m['cores_usable']} usable cores, {m['memory']} RAM, {m.get('gpus', '?')} "
+             f"GPU(s); TensorFlow {m.get('tensorflow', '?')}, Python {m['python']}; load average at start "
+             f"{m['load_avg_1_5_15']}.",
+             "", f"Command: `{results['command']}`", ""]
+    if results.get("reuse"):
+        lines += ["With --reuse: methods found trained in the output folder were evaluated as they were; "
+                  "their training (and its machine line and times) is in the log of the run that trained them; "
+                  "'train min' is '-' where that run kept no record.", ""]
+    lines += ["Test split, each method's checkpoint chosen by validation AUC (all items). AUC per user = share of "
              "the user's negatives ranked below the held-out item (ties half); *cold* = users whose test item "
              "has no training interaction; *cold-vs-cold* = those users with negatives restricted to never-trained "
              "items (the main cold figure: non-visual methods score exactly 0.5 there); *sampled* = 100 random "
@@ -335,7 +362,7 @@ def markdown(results: dict) -> str:
         if "classifier" in rep:
             c = rep["classifier"]
             lines += ["", f"Pre-trained category classifier: accuracy {fmt(c['accuracy'])} on held-out items "
-                          f"(majority class {fmt(c['chance'])}), {c['steps']} steps, {c['train_minutes']} min."]
+                          f"(majority class {fmt(c['chance'])}), {c['steps']} steps, {fmt(c['train_minutes'], 1)} min."]
         u = next(iter(rep["methods"].values()), {})
         lines += ["", f"Test users: {u.get('users', '?')}, cold: {u.get('cold_users', '?')}, "
                       f"cold-vs-cold: {u.get('cold_vs_cold_users', '?')}.",
@@ -357,6 +384,9 @@ def main(argv=None) -> int:
                    help="step cap of BPR-MF and VBPR (default: 5x the preset's train.steps; they are fast, "
                         "and their budget usually ends training first)")
     p.add_argument("--budget-scale", type=float, default=1.0, help="multiply every time budget by this")
+    p.add_argument("--reuse", action="store_true",
+                   help="evaluate methods already trained in --out as they are (no further training); "
+                        "train only the missing ones")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every run, e.g. train.learning_rate=3e-4 (repeatable)")
     p.add_argument("--out", required=True, help="output folder (work directories, tables, plots)")
@@ -374,9 +404,11 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, flush=True)
 
+    import tensorflow  # noqa: F401  (so that the machine line names its version and GPUs)
+
     results = {"machine": machine_info(), "preset": args.preset, "quick": args.quick,
                "command": "python " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
-               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "datasets": {}}
+               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "reuse": args.reuse, "datasets": {}}
     log("machine: " + json.dumps(results["machine"]))
     start = time.time()
     for name in names:
