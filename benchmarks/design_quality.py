@@ -136,11 +136,12 @@ def train_within_budget(train_fn, cfg, section: str, max_steps: int, chunk: int,
 
 
 def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", gan_dir: str = "",
-                 train_gan_now: bool = True):
+                 train_gan_now: bool = True, reuse: bool = False):
     """Trains (or reuses) DVBPR and the GAN within the mode's time budgets; returns what the evaluation needs.
 
     ``gan_dir`` defaults to ``root/gan``; with ``train_gan_now`` False the GAN there is used as it is
-    (the hm-* setups share one GAN: same images, categories and settings).
+    (the hm-* setups share one GAN: same images, categories and settings). With ``reuse``, a
+    DVBPR or GAN work directory that already holds a run is used as it is, without training more.
     """
     import tensorflow as tf
     from tfmodels.data.images import load_images
@@ -154,10 +155,15 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
         f"{len(split.train_item)} training pairs, categories {len(dataset.category_names)}")
     rec_dir = rec_workdir or os.path.join(root, "rec")
     rec_steps = None
+    if reuse and not rec_workdir and os.path.exists(os.path.join(rec_dir, "model.json")):
+        rec_workdir = rec_dir
+        log(f"{name}: reusing the DVBPR in {rec_dir} (--reuse)")
     if not rec_workdir:
         rec_steps = train_within_budget(
             lambda: recommender.train_dvbpr_on(cfg, rec_dir, dataset, split, rec_images).pop("task", None),
             cfg, "train", mode["rec_steps"], cfg.train.eval_every, mode["rec_minutes"], f"{name} DVBPR")
+    else:
+        rec_steps = f"{recommender.read_model_json(rec_dir)['step']} (reused)"
     model = build_dvbpr(cfg.model, split.num_users, cfg.data.resolution)
     tf.train.Checkpoint(model=model).restore(recommender.checkpoint_path(rec_dir, best=True)).expect_partial()
     rec_minutes = (time.time() - t0) / 60
@@ -168,6 +174,8 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
     gan_dir = gan_dir or os.path.join(root, "gan")
     categories = np.asarray(dataset.categories, np.int32)
     data = (gan_images, categories, list(dataset.category_names), dataset.name)
+    if reuse and os.path.exists(os.path.join(gan_dir, "model.json")):
+        train_gan_now = False
     if train_gan_now:
         train_within_budget(lambda: train_gan(cfg, gan_dir, data=data), cfg, "gan", mode["gan_steps"],
                             cfg.gan.sample_every, mode["gan_minutes"], f"{name} GAN")
@@ -437,7 +445,7 @@ def write_outputs(out: str, results: dict) -> None:
         sim = any("above_p90_true" in r for r in res["rows"])
         lines += [f"## {name}", "",
                   f"{res['users']} users x {len(res['categories'])} categories ({', '.join(res['categories'])}); "
-                  f"R = {res['starts']} starts, S = {res['steps']} Adam steps; DVBPR steps {res['rec_steps'] or 'reused'}, "
+                  f"R = {res['starts']} starts, S = {res['steps']} Adam steps; DVBPR steps {res['rec_steps']}, "
                   f"GAN steps {res['gan_step']}; "
                   f"judge accuracy on held-out real images {fmt(res['judge_accuracy'])}; training "
                   f"{fmt(res['rec_minutes'], 1)} min (DVBPR) + {fmt(res['gan_minutes'], 1)} min (GAN).", ""]
@@ -479,6 +487,9 @@ def main(argv=None) -> int:
     p.add_argument("--hm-dir", default="", help="folder of the H&M sample (hm-* setups are skipped without it)")
     p.add_argument("--rec", action="append", default=[], metavar="SETUP=WORKDIR",
                    help="reuse a trained DVBPR work directory for a setup (same data settings)")
+    p.add_argument("--reuse", action="store_true",
+                   help="use DVBPR and GAN runs already in --out as they are (no further training), "
+                        "e.g. to evaluate again")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override applied to every setup, e.g. design.steps=20")
     p.add_argument("--out", required=True, help="output folder (work directories, tables, plots)")
@@ -509,7 +520,7 @@ def main(argv=None) -> int:
         # One GAN for both H&M setups: they differ in users, not in images or categories.
         gan_dir = os.path.join(args.out, "hm-gan") if name.startswith("hm") else ""
         trained = train_models(name, cfg, root, mode, reuse.get(name, ""), gan_dir,
-                               train_gan_now=gan_dir not in gans_trained)
+                               train_gan_now=gan_dir not in gans_trained, reuse=args.reuse)
         gans_trained.add(gan_dir)
         res = evaluate_setup(name, cfg, trained, mode, args.out)
         res["minutes"] = (time.time() - t0) / 60

@@ -137,7 +137,9 @@ def build_judge(num_categories: int, resolution: int, width: int = 32, feature_d
     h = x
     for i, ch in enumerate((width, 2 * width, 4 * width)):
         h = tf.keras.layers.Conv2D(ch, 3, padding="same", use_bias=False, name=f"conv{i}")(h)
-        h = tf.keras.layers.BatchNormalization(name=f"bn{i}")(h)
+        # Momentum 0.9, not Keras' 0.99: the judge trains only hundreds of steps, and slow moving
+        # averages lag the weights (held-out accuracy 0.70 in inference mode vs 0.86 with batch stats).
+        h = tf.keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(h)
         h = tf.keras.layers.ReLU()(h)
         h = tf.keras.layers.MaxPool2D(2)(h)
     h = tf.keras.layers.GlobalAveragePooling2D()(h)
