@@ -4,13 +4,19 @@ For each workload and concurrency (1, 8, 32) it reports p50 / p99 latency and
 requests/s for three ways of calling the same SavedModel signature:
 
 * in-process: ``tf.saved_model.load(...).signatures[...]`` called from threads
-  of this process (the ceiling: no serialisation, no network);
+  of this process with the same NumPy inputs, outputs read back as NumPy (what
+  the clients return): no serialisation, no network;
+* in-process tensors: the same signature called on pre-built tensors, outputs
+  left as tensors (the bare TensorFlow call, an upper bound);
 * gRPC: ``serving.client.GrpcClient.predict`` against the embedded server;
 * REST: ``serving.client.RestClient.predict`` (columnar JSON) against the same server;
 * gRPC + batching: a second server with server-side batching on (``score`` only:
   the other signatures have scalar inputs and are never batched).
 
 The server runs as a separate process (``tfmodels serve``), as in production.
+Besides latency and requests/s, every cell reports CPU time per request of this
+process (the client threads; for in-process cells, the calls themselves) and of
+the server process, which shows where the time goes when both share one machine.
 
 Workloads: ``score`` (one user, 100 candidate items), ``recommend`` top-100 over
 the catalogue (``--catalogue`` items; 17k is the H&M sample's size) and over a
@@ -67,7 +73,7 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=2.0, help="measuring time per cell")
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--workloads", default="score,recommend,recommend_1m,design")
-    p.add_argument("--transports", default="inprocess,grpc,rest,grpc_batching")
+    p.add_argument("--transports", default="inprocess,inprocess_tensors,grpc,rest,grpc_batching")
     p.add_argument("--out", help="write all numbers as JSON here")
     return p.parse_args(argv)
 
@@ -169,11 +175,26 @@ def latest_version(base: str, model: str) -> str:
     return os.path.join(base, model, str(max(versions)))
 
 
-def measure(call, concurrency: int, seconds: float) -> dict:
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of this process (pid None) or of another (Linux /proc)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(call, concurrency: int, seconds: float, server_pid: int | None = None) -> dict:
     """Closed loop: `concurrency` threads call back-to-back for `seconds`."""
     for _ in range(3):
         call()  # warm-up (first calls trace / connect)
     lat, errors = [[] for _ in range(concurrency)], [0]
+    cpu0 = cpu_seconds()
+    srv0 = cpu_seconds(server_pid) if server_pid else 0.0
     start = time.perf_counter()
     stop = start + seconds
 
@@ -193,11 +214,16 @@ def measure(call, concurrency: int, seconds: float) -> dict:
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu0
+    srv = cpu_seconds(server_pid) - srv0 if server_pid else 0.0
     all_lat = np.array([x for xs in lat for x in xs])
     if all_lat.size == 0:
-        return {"n": 0, "errors": errors[0], "p50_ms": float("nan"), "p99_ms": float("nan"), "rps": 0.0}
-    return {"n": int(all_lat.size), "errors": errors[0], "p50_ms": float(np.percentile(all_lat, 50) * 1e3),
-            "p99_ms": float(np.percentile(all_lat, 99) * 1e3), "rps": float(all_lat.size / elapsed)}
+        return {"n": 0, "errors": errors[0], "p50_ms": float("nan"), "p99_ms": float("nan"), "rps": 0.0,
+                "client_cpu_us": float("nan"), "server_cpu_us": float("nan")}
+    n = all_lat.size
+    return {"n": int(n), "errors": errors[0], "p50_ms": float(np.percentile(all_lat, 50) * 1e3),
+            "p99_ms": float(np.percentile(all_lat, 99) * 1e3), "rps": float(n / elapsed),
+            "client_cpu_us": cpu / n * 1e6, "server_cpu_us": srv / n * 1e6}
 
 
 def main(argv=None) -> int:
@@ -227,13 +253,16 @@ def main(argv=None) -> int:
     loaded = {m: tf.saved_model.load(latest_version(base, m)) for m in models}
     concurrency = [int(c) for c in args.concurrency.split(",")]
     results = []
-    print(f"{'workload':<13} {'transport':<13} {'conc':>4} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>9} {'errors':>6}")
+    print(f"{'workload':<13} {'transport':<17} {'conc':>4} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>9} {'errors':>6} "
+          f"{'cpu us/req: client':>19} {'server':>7}")
     try:
         for name, model, sig, inputs in workloads(args, base):
             fn = loaded[model].signatures[sig]
             tensors = {k: tf.constant(v) for k, v in inputs.items()}
             calls = {
-                "inprocess": lambda: fn(**tensors),
+                "inprocess": lambda: {k: v.numpy() for k, v in
+                                      fn(**{n: tf.constant(a) for n, a in inputs.items()}).items()},
+                "inprocess_tensors": lambda: fn(**tensors),
                 "grpc": lambda: grpc_client.predict(model, inputs, sig),
                 "rest": lambda: rest_client.predict(model, inputs, sig),
                 "grpc_batching": lambda: batched_client.predict(model, inputs, sig),
@@ -242,11 +271,14 @@ def main(argv=None) -> int:
                 for tr in transports:
                     if tr == "grpc_batching" and name != "score":
                         continue
-                    r = measure(calls[tr], c, args.seconds)
+                    pid = {"grpc": proc.pid, "rest": proc.pid,
+                           "grpc_batching": batched_proc.pid if batched_proc else None}.get(tr)
+                    r = measure(calls[tr], c, args.seconds, pid)
                     r.update(workload=name, transport=tr, concurrency=c)
                     results.append(r)
-                    print(f"{name:<13} {tr:<13} {c:>4} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} "
-                          f"{r['rps']:>9.1f} {r['errors']:>6}", flush=True)
+                    print(f"{name:<13} {tr:<17} {c:>4} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} "
+                          f"{r['rps']:>9.1f} {r['errors']:>6} {r['client_cpu_us']:>19.0f} "
+                          f"{r['server_cpu_us']:>7.0f}", flush=True)
     finally:
         for p in (proc, batched_proc):
             if p is not None:
@@ -259,11 +291,18 @@ def main(argv=None) -> int:
 
     print("\nGoals (measured in this run):")
     for w in sorted({r["workload"] for r in results}):
-        g, ip = get(w, "grpc", 8), get(w, "inprocess", 8)
+        g, ip, it = get(w, "grpc", 8), get(w, "inprocess", 8), get(w, "inprocess_tensors", 8)
         if g and ip and ip["rps"] > 0:
             ratio = g["rps"] / ip["rps"]
             print(f"  {w}: gRPC req/s at concurrency 8 = {ratio:.0%} of in-process "
                   f"({g['rps']:.1f} vs {ip['rps']:.1f}; goal >= 70%) {'OK' if ratio >= 0.7 else 'MISSED'}")
+        if g and it and it["rps"] > 0:
+            print(f"  {w}: gRPC req/s at concurrency 8 = {g['rps'] / it['rps']:.0%} of in-process on "
+                  f"pre-built tensors ({g['rps']:.1f} vs {it['rps']:.1f})")
+        if g and g["n"]:
+            own = f"; in-process call: {ip['client_cpu_us']:.0f} us" if ip else ""
+            print(f"  {w}: gRPC CPU per request at concurrency 8: client {g['client_cpu_us']:.0f} us + "
+                  f"server {g['server_cpu_us']:.0f} us{own}")
         if g and g["p50_ms"] > 0:
             tail = g["p99_ms"] / g["p50_ms"]
             print(f"  {w}: gRPC p99/p50 at concurrency 8 = {tail:.1f}x (goal <= 3x) {'OK' if tail <= 3 else 'MISSED'}")

@@ -45,7 +45,7 @@ from tensorflow_serving.apis import (
 
 from export import signatures as S
 from serving.errors import HTTP_STATUS, ServingError
-from serving.tensors import array_to_proto, json_to_output
+from serving.tensors import array_to_proto, decode, json_to_output
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _STATE_NAMES = dict(get_model_status_pb2.ModelVersionStatus.State.items())
@@ -321,7 +321,7 @@ class GrpcClient(_Base):
         """Predict: {key: array-like or TensorProto} -> {output key: np.ndarray}."""
         request = self.predict_request(model, inputs, signature, version, label, output_filter)
         response = self._rpc(self.prediction.Predict, request, timeout)
-        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        return {k: decode(v) for k, v in response.outputs.items()}
 
     def metadata(self, model, version=None, label=""):
         """{signature: {"inputs": {key: TensorSig}, "outputs": {...}, "method_name": str}}."""

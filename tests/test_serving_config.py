@@ -173,3 +173,30 @@ def test_serving_never_imports_training_code():
             for m in mods:
                 assert not m.startswith("tfmodels"), f"{path} imports {m}"
                 assert not m.startswith("export") or m == "export.signatures", f"{path} imports {m}"
+
+
+def test_decode_matches_make_ndarray():
+    """serving.tensors.decode's fast paths give what tf.make_ndarray gives."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.core.framework import tensor_pb2
+
+    from serving.tensors import array_to_proto, decode
+
+    arrays = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array(3, np.int32), np.array([True, False]),
+              np.array([[b"a", b"bc"]], dtype=object), np.zeros((0, 4)), np.array([1, 2], np.float16),
+              np.array([-1, 2], np.int8), np.array([1, 2], np.uint64)]
+    protos = [p for a in arrays for p in (array_to_proto(a), tf.make_tensor_proto(a))]
+    for a in arrays[:3] + arrays[6:]:  # values in the typed repeated fields, not tensor_content
+        p = tensor_pb2.TensorProto(dtype=tf.as_dtype(a.dtype).as_datatype_enum)
+        for d in a.shape:
+            p.tensor_shape.dim.add(size=d)
+        field = {np.float32: "float_val", np.int32: "int_val", np.bool_: "bool_val", np.int8: "int_val",
+                 np.uint64: "uint64_val"}[a.dtype.type]
+        getattr(p, field).extend(a.reshape(-1).tolist())
+        protos.append(p)
+    protos.append(tf.make_tensor_proto(1.5, shape=[3]))  # one value repeated to fill the shape
+    for p in protos:
+        got, want = decode(p), tf.make_ndarray(p)
+        assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want), p
+        assert got.flags.writeable
