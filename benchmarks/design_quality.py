@@ -186,7 +186,7 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
     return {"dataset": dataset, "split": split, "rec_images": rec_images, "gan_images": gan_images,
             "model": model, "generator": generator, "discriminator": discriminator, "gan_meta": meta,
             "rec_dir": rec_dir, "gan_dir": gan_dir, "rec_minutes": rec_minutes, "gan_minutes": gan_minutes,
-            "rec_steps": rec_steps}
+            "rec_steps": rec_steps, "gan_trained_here": train_gan_now}
 
 
 def embed(model, images, batch: int = 256) -> np.ndarray:
@@ -377,7 +377,9 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
     plot_tradeoff(name, rows, sim is not None, os.path.join(out, f"{name}_eta_tradeoff.png"))
     return {"rows": rows, "judge_accuracy": judge_acc, "users": len(users),
             "categories": [names[c] for c in cats], "prototypes": protos,
-            "rec_minutes": trained["rec_minutes"], "gan_minutes": trained["gan_minutes"],
+            "rec_minutes": trained["rec_minutes"] if trained["rec_steps"] is None or isinstance(
+                trained["rec_steps"], int) else None,
+            "gan_minutes": trained["gan_minutes"] if trained["gan_trained_here"] else None,
             "gan_step": trained["gan_meta"].get("step"), "rec_steps": trained["rec_steps"],
             "starts": dcfg.starts, "steps": dcfg.steps}
 
@@ -447,8 +449,9 @@ def write_outputs(out: str, results: dict) -> None:
                   f"{res['users']} users x {len(res['categories'])} categories ({', '.join(res['categories'])}); "
                   f"R = {res['starts']} starts, S = {res['steps']} Adam steps; DVBPR steps {res['rec_steps']}, "
                   f"GAN steps {res['gan_step']}; "
-                  f"judge accuracy on held-out real images {fmt(res['judge_accuracy'])}; training "
-                  f"{fmt(res['rec_minutes'], 1)} min (DVBPR) + {fmt(res['gan_minutes'], 1)} min (GAN).", ""]
+                  f"judge accuracy on held-out real images {fmt(res['judge_accuracy'])}; training minutes in this run: "
+                  f"DVBPR {fmt(res['rec_minutes'], 1)}, GAN {fmt(res['gan_minutes'], 1)} ('-': trained earlier "
+                  f"or by another setup, reused).", ""]
         head = ["eta", "> max real (model)", "> p90 real (model)"]
         if sim:
             head += ["> p90 real (true)", "> max real (true)", "true pref. design", "true p90 real"]
