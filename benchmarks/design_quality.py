@@ -150,6 +150,8 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
     from tfmodels.training.gan import load_gan, train_gan
 
     t0 = time.time()
+    # Step caps: the mode's, unless --set train.steps / gan.steps raised them (training is resumed).
+    rec_cap, gan_cap = cfg.train.steps, cfg.gan.steps
     dataset, split, rec_images = recommender.load_data(cfg)
     log(f"{name}: {dataset.name} {dataset.num_items} items, {split.num_users} users, "
         f"{len(split.train_item)} training pairs, categories {len(dataset.category_names)}")
@@ -161,7 +163,7 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
     if not rec_workdir:
         rec_steps = train_within_budget(
             lambda: recommender.train_dvbpr_on(cfg, rec_dir, dataset, split, rec_images).pop("task", None),
-            cfg, "train", mode["rec_steps"], cfg.train.eval_every, mode["rec_minutes"], f"{name} DVBPR")
+            cfg, "train", rec_cap, cfg.train.eval_every, mode["rec_minutes"], f"{name} DVBPR")
     else:
         rec_steps = f"{recommender.read_model_json(rec_dir)['step']} (reused)"
     model = build_dvbpr(cfg.model, split.num_users, cfg.data.resolution)
@@ -177,7 +179,7 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
     if reuse and os.path.exists(os.path.join(gan_dir, "model.json")):
         train_gan_now = False
     if train_gan_now:
-        train_within_budget(lambda: train_gan(cfg, gan_dir, data=data), cfg, "gan", mode["gan_steps"],
+        train_within_budget(lambda: train_gan(cfg, gan_dir, data=data), cfg, "gan", gan_cap,
                             cfg.gan.sample_every, mode["gan_minutes"], f"{name} GAN")
     else:
         log(f"{name}: reusing the GAN in {gan_dir}")
