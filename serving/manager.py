@@ -281,10 +281,7 @@ class ModelManager:
             model = self._models.get(name)
             if model is None:
                 raise not_found(f"Servable not found for request: model '{name}' is not configured")
-            if label:
-                if label not in model.config.version_labels:
-                    raise not_found(f"Unrecognized servable version label '{label}' for model '{name}'")
-                version = model.config.version_labels[label]
+            version = _labelled(model, name, version, label)
             if version is None:
                 if not model.available:
                     raise not_found(f"Servable not found for request: Latest({name}): no version "
@@ -301,10 +298,7 @@ class ModelManager:
             model = self._models.get(name)
             if model is None:
                 raise not_found(f"Could not find any versions of model {name}")
-            if label:
-                if label not in model.config.version_labels:
-                    raise not_found(f"Unrecognized servable version label '{label}' for model '{name}'")
-                version = model.config.version_labels[label]
+            version = _labelled(model, name, version, label)
             states = dict(model.states)
         if version is not None:
             if int(version) not in states:
@@ -322,3 +316,12 @@ class ModelManager:
         """[(name, version)] of every version currently serving."""
         with self._lock:
             return [(n, v) for n, m in self._models.items() for v in sorted(m.available)]
+
+
+def _labelled(model, name: str, version, label: str):
+    """The version a label names (NOT_FOUND for an unknown label), else ``version`` unchanged."""
+    if not label:
+        return version
+    if label not in model.config.version_labels:
+        raise not_found(f"Unrecognized servable version label '{label}' for model '{name}'")
+    return model.config.version_labels[label]
