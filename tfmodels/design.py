@@ -396,20 +396,10 @@ class Designer:
         return list(self.gan_meta["category_names"])
 
     def user_index(self, user_id: str) -> int:
-        ids = np.asarray(self.dataset.user_ids).astype(str)
-        hit = np.flatnonzero(ids == str(user_id))
-        if len(hit) == 0:
-            raise ValueError(f"unknown user {user_id!r}: not among the recommender's {len(ids)} users "
-                             f"(e.g. {', '.join(repr(str(x)) for x in ids[:3])})")
-        return int(hit[0])
+        return _index_of("user", self.dataset.user_ids, user_id)
 
     def item_index(self, item_id: str) -> int:
-        ids = np.asarray(self.dataset.item_ids).astype(str)
-        hit = np.flatnonzero(ids == str(item_id))
-        if len(hit) == 0:
-            raise ValueError(f"unknown item {item_id!r}: not among the recommender's {len(ids)} items "
-                             f"(e.g. {', '.join(repr(str(x)) for x in ids[:3])})")
-        return int(hit[0])
+        return _index_of("item", self.dataset.item_ids, item_id)
 
     def category_index(self, category) -> int:
         """GAN category index for a name (case-insensitive) or a decimal index."""
@@ -469,3 +459,13 @@ def load_designer(rec_workdir: str, gan_workdir: str, best: bool = True) -> Desi
     return Designer(generator=generator, discriminator=discriminator, item_tower=model.item_tower,
                     user_vectors=users, dataset=dataset, images=images, gan_meta=meta, gan_cfg=gan_cfg,
                     rec_resolution=rec_resolution, loss=meta.get("loss", gan_cfg.gan.loss))
+
+
+def _index_of(kind: str, ids, value) -> int:
+    """Row of ``value`` among the recommender's ``kind`` ids; ValueError naming a few known ids."""
+    ids = np.asarray(ids).astype(str)
+    hit = np.flatnonzero(ids == str(value))
+    if len(hit) == 0:
+        raise ValueError(f"unknown {kind} {value!r}: not among the recommender's {len(ids)} {kind}s "
+                         f"(e.g. {', '.join(repr(str(x)) for x in ids[:3])})")
+    return int(hit[0])
