@@ -31,6 +31,8 @@ def test_features_and_scores_agree_between_numpy_and_tf(world):
         x = tf.cast(imgs, tf.float32) / 127.5 - 1.0
         np.testing.assert_allclose(simulated.image_features(imgs), simulated.image_features_tf(x).numpy(),
                                    atol=1e-5)
+        np.testing.assert_allclose(users.standardise(simulated.image_features(imgs)),
+                                   users.standardised_features_tf(x).numpy(), atol=1e-4)
         u = np.arange(len(imgs)) % users.num_users
         cats = np.array([c % 8 - 1 for c in range(len(imgs))])  # includes -1 = unknown
         items = np.array([i - 2 for i in range(len(imgs))])  # includes -1, -2 = not catalogue items

@@ -7,10 +7,11 @@ All host-side NumPy + PIL; every PNG is written atomically (temporary file, then
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from tfmodels import files
 
 _LABEL_HEIGHT = 12
 _PAD_COLOUR = 255
@@ -79,17 +80,9 @@ def save_png(array: np.ndarray, path: str) -> str:
     array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
         raise ValueError(f"save_png: expected uint8 [H, W(, 3)], got {array.dtype} {array.shape}")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(array).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with files.replacing(path, ".png") as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
     return path
 
 

@@ -442,6 +442,14 @@ class SimulatedUsers:
             "inv_std": tf.constant(self.feature_inv_std),
         }
 
+    def standardised_features_tf(self, images_float):
+        """z(x) of :meth:`standardise` in TensorFlow: float [B, H, W, 3] in [-1, 1] -> tf.float32 [B, 8]."""
+        import tensorflow as tf
+
+        c = self._consts()
+        z = (image_features_tf(images_float) - c["mean"]) * c["inv_std"]
+        return Z_CLIP * tf.tanh(z / Z_CLIP)
+
     def true_score_tf(self, user_idx, images_float, categories=None, items=None):
         """The hidden preference in TensorFlow, differentiable w.r.t. the pixels.
 
@@ -461,8 +469,7 @@ class SimulatedUsers:
 
         c = self._consts()
         u = tf.cast(tf.reshape(user_idx, [-1]), tf.int32)
-        z = (image_features_tf(images_float) - c["mean"]) * c["inv_std"]
-        z = Z_CLIP * tf.tanh(z / Z_CLIP)
+        z = self.standardised_features_tf(images_float)
         raw = tf.reduce_sum(z * tf.gather(c["taste"], u), axis=1) / self.visual_scale
         if categories is not None:
             cat = tf.cast(tf.reshape(categories, [-1]), tf.int32)
