@@ -331,21 +331,28 @@ def classifier_features(classifier_workdir: str, dataset, cache_dir: str = "", b
     return feats / norm
 
 
-def train_vbpr(cfg, workdir: str, dataset=None, split=None) -> dict:
-    """VBPR on frozen classifier features (trains the classifier first if none is given)."""
+def train_vbpr(cfg, workdir: str, dataset=None, split=None, features=None, features_from: str = "") -> dict:
+    """VBPR on frozen classifier features (trains the classifier first if none is given).
+
+    ``features`` float32 [num_items, F], if given, are used instead of a classifier's
+    (``features_from`` then only names their origin in model.json).
+    """
     if split is None:
         dataset, split = load_data(cfg)
-    source = cfg.baseline.features_from
-    if not source:
-        source = os.path.join(workdir, "pretrained")
-        print(f"[vbpr] pre-training the category classifier in {source}", flush=True)
-        train_classifier(cfg, source, dataset=dataset)
-    features = classifier_features(source, dataset, cache_dir=cfg.data.cache_dir)
+    source = features_from
+    if features is None:
+        source = cfg.baseline.features_from
+        if not source:
+            source = os.path.join(workdir, "pretrained")
+            print(f"[vbpr] pre-training the category classifier in {source}", flush=True)
+            train_classifier(cfg, source, dataset=dataset)
+        features = classifier_features(source, dataset, cache_dir=cfg.data.cache_dir)
+        source = os.path.abspath(source)
     if features.shape[0] != split.num_items:
         raise ValueError(f"classifier {source} gives features for {features.shape[0]} items, "
                          f"the dataset has {split.num_items}")
     strategy = _start(cfg, workdir, "vbpr")
-    return loop.run(BPRTask(cfg, split, features, os.path.abspath(source)), cfg.train, workdir, strategy)
+    return loop.run(BPRTask(cfg, split, features, source), cfg.train, workdir, strategy)
 
 
 # --------------------------------------------------------------------------- loading
