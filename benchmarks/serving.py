@@ -11,7 +11,12 @@ requests/s for three ways of calling the same SavedModel signature:
 * gRPC: ``serving.client.GrpcClient.predict`` against the embedded server;
 * REST: ``serving.client.RestClient.predict`` (columnar JSON) against the same server;
 * gRPC + batching: a second server with server-side batching on (``score`` only:
-  the other signatures have scalar inputs and are never batched).
+  the other signatures have scalar inputs and are never batched);
+* gRPC floor: a bare Python gRPC server (``--floor-server``, a separate process)
+  whose Predict answers every request with a canned copy of the real response,
+  called through the same client. It runs no model and no checks: its CPU per
+  request is the least any Python gRPC server and client spend on the wire work,
+  which bounds what a Python server can reach on this machine (see the goals).
 
 The server runs as a separate process (``tfmodels serve``), as in production.
 Besides latency and requests/s, every cell reports CPU time per request of this
@@ -30,6 +35,10 @@ recommender/designer are measured, with the ids of their warm-up requests unless
 
     nice .venv/bin/python benchmarks/serving.py                  # synthetic, ~3 min
     nice .venv/bin/python benchmarks/serving.py --export-base E [--users ID1 --items A,B,C]
+
+The goals section states, per workload, the most requests/s a Python server
+could serve at concurrency 8 if it added nothing to the floor and kept both cores
+busy: 2 cores / (floor client + floor server CPU + in-process CPU per call).
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ from serving import synthetic  # noqa: E402
 from serving.client import GrpcClient, RestClient  # noqa: E402
 
 RECOMMENDER_1M = "recommender_1m"
+CORES = len(os.sched_getaffinity(0))
 
 
 def parse_args(argv=None):
@@ -73,8 +83,9 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=2.0, help="measuring time per cell")
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--workloads", default="score,recommend,recommend_1m,design")
-    p.add_argument("--transports", default="inprocess,inprocess_tensors,grpc,rest,grpc_batching")
+    p.add_argument("--transports", default="inprocess,inprocess_tensors,grpc,rest,grpc_batching,grpc_floor")
     p.add_argument("--out", help="write all numbers as JSON here")
+    p.add_argument("--floor-server", metavar="RESPONSES", help=argparse.SUPPRESS)  # internal: see floor_server
     return p.parse_args(argv)
 
 
@@ -114,6 +125,51 @@ def start_server(config_path: str, batching: bool = False):
             raise RuntimeError(f"server exited with {proc.returncode}")
     proc.kill()
     raise RuntimeError("server did not start in time")
+
+
+def floor_server(responses_path: str) -> int:
+    """Child process: a bare Python gRPC PredictionService answering canned responses.
+
+    ``responses_path`` holds a pickled list of (model, signature, serialized
+    PredictResponse) written by the parent; requests are matched on model and
+    signature name only. Prints the port, then serves until killed.
+    """
+    import pickle
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    with open(responses_path, "rb") as f:
+        canned = {(m, sig): predict_pb2.PredictResponse.FromString(b) for m, sig, b in pickle.load(f)}
+
+    class Floor(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            return canned[(request.model_spec.name, request.model_spec.signature_name)]
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Floor(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(f"floor 127.0.0.1:{port}", flush=True)
+    server.wait_for_termination()
+    return 0
+
+
+def start_floor_server(canned: list):
+    """Starts floor_server() on [(model, signature, PredictResponse)]; (process, target)."""
+    import pickle
+
+    path = os.path.join(tempfile.mkdtemp(), "responses.pkl")
+    with open(path, "wb") as f:
+        pickle.dump([(m, sig, r.SerializeToString()) for m, sig, r in canned], f)
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--floor-server", path],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("floor "):
+        proc.kill()
+        raise RuntimeError(f"floor server did not start (exit code {proc.poll()})")
+    return proc, line.split()[1]
 
 
 def warmup_inputs(path: str) -> dict:
@@ -228,6 +284,8 @@ def measure(call, concurrency: int, seconds: float, server_pid: int | None = Non
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.floor_server:
+        return floor_server(args.floor_server)
     tmp = None
     if args.export_base:
         base = os.path.abspath(args.export_base)
@@ -251,12 +309,19 @@ def main(argv=None) -> int:
         batched_proc, batched_target, _ = start_server(bconfig, batching=True)
         batched_client = GrpcClient(batched_target, timeout=60, retries=0)
     loaded = {m: tf.saved_model.load(latest_version(base, m)) for m in models}
+    work = workloads(args, base)
+    floor_proc = floor_client = None
+    if "grpc_floor" in transports:  # canned copies of the real server's responses
+        canned = [(m, sig, grpc_client.prediction.Predict(grpc_client.predict_request(m, inputs, sig), timeout=60))
+                  for _, m, sig, inputs in work]
+        floor_proc, floor_target = start_floor_server(canned)
+        floor_client = GrpcClient(floor_target, timeout=60, retries=0)
     concurrency = [int(c) for c in args.concurrency.split(",")]
     results = []
     print(f"{'workload':<13} {'transport':<17} {'conc':>4} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>9} {'errors':>6} "
           f"{'cpu us/req: client':>19} {'server':>7}")
     try:
-        for name, model, sig, inputs in workloads(args, base):
+        for name, model, sig, inputs in work:
             fn = loaded[model].signatures[sig]
             tensors = {k: tf.constant(v) for k, v in inputs.items()}
             calls = {
@@ -266,13 +331,15 @@ def main(argv=None) -> int:
                 "grpc": lambda: grpc_client.predict(model, inputs, sig),
                 "rest": lambda: rest_client.predict(model, inputs, sig),
                 "grpc_batching": lambda: batched_client.predict(model, inputs, sig),
+                "grpc_floor": lambda: floor_client.predict(model, inputs, sig),
             }
             for c in concurrency:
                 for tr in transports:
                     if tr == "grpc_batching" and name != "score":
                         continue
                     pid = {"grpc": proc.pid, "rest": proc.pid,
-                           "grpc_batching": batched_proc.pid if batched_proc else None}.get(tr)
+                           "grpc_batching": batched_proc.pid if batched_proc else None,
+                           "grpc_floor": floor_proc.pid if floor_proc else None}.get(tr)
                     r = measure(calls[tr], c, args.seconds, pid)
                     r.update(workload=name, transport=tr, concurrency=c)
                     results.append(r)
@@ -280,11 +347,13 @@ def main(argv=None) -> int:
                           f"{r['rps']:>9.1f} {r['errors']:>6} {r['client_cpu_us']:>19.0f} "
                           f"{r['server_cpu_us']:>7.0f}", flush=True)
     finally:
-        for p in (proc, batched_proc):
+        for p in (proc, batched_proc, floor_proc):
             if p is not None:
                 p.terminate()
                 p.wait(timeout=30)
-        grpc_client.close()
+        for c in (grpc_client, floor_client):
+            if c is not None:
+                c.close()
 
     def get(w, tr, c):
         return next((r for r in results if (r["workload"], r["transport"], r["concurrency"]) == (w, tr, c)), None)
@@ -303,6 +372,17 @@ def main(argv=None) -> int:
             own = f"; in-process call: {ip['client_cpu_us']:.0f} us" if ip else ""
             print(f"  {w}: gRPC CPU per request at concurrency 8: client {g['client_cpu_us']:.0f} us + "
                   f"server {g['server_cpu_us']:.0f} us{own}")
+        f = get(w, "grpc_floor", 8)
+        if f and f["n"] and ip and ip["rps"] > 0:
+            floor_us = f["client_cpu_us"] + f["server_cpu_us"]
+            per_request = floor_us + ip["client_cpu_us"]
+            bound = CORES * 1e6 / per_request
+            busy = f["rps"] * floor_us / 1e6 / CORES  # how busy the floor pair itself keeps the cores
+            print(f"  {w}: bare Python gRPC floor at concurrency 8: {f['rps']:.1f} req/s, CPU per request client "
+                  f"{f['client_cpu_us']:.0f} us + server {f['server_cpu_us']:.0f} us, cores {busy:.0%} busy. "
+                  f"A Python server adding nothing but the model call ({ip['client_cpu_us']:.0f} us): "
+                  f"{CORES} cores / {per_request:.0f} us = {bound:.0f} req/s = {bound / ip['rps']:.0%} of in-process "
+                  f"with the cores 100% busy, {busy * bound / ip['rps']:.0%} at the floor's {busy:.0%}")
         if g and g["p50_ms"] > 0:
             tail = g["p99_ms"] / g["p50_ms"]
             print(f"  {w}: gRPC p99/p50 at concurrency 8 = {tail:.1f}x (goal <= 3x) {'OK' if tail <= 3 else 'MISSED'}")
