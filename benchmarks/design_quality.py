@@ -547,11 +547,17 @@ def main(argv=None) -> int:
                         "e.g. to evaluate again")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override applied to every setup, e.g. design.steps=20")
+    p.add_argument("--rec-minutes", type=float, help="DVBPR wall-clock budget per setup (default: the mode's)")
+    p.add_argument("--gan-minutes", type=float,
+                   help="GAN wall-clock budget (default: the mode's); with --set gan.steps=N for longer runs")
     p.add_argument("--out", required=True, help="output folder (work directories, tables, plots)")
     args = p.parse_args(argv)
 
     mode_name = "quick" if args.quick else "cpu"
-    mode = MODES[mode_name]
+    mode = dict(MODES[mode_name])
+    for key in ("rec_minutes", "gan_minutes"):
+        if getattr(args, key) is not None:
+            mode[key] = getattr(args, key)
     reuse = dict(item.split("=", 1) for item in args.rec)
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     unknown = [s for s in setups if s not in SETUPS]
