@@ -137,23 +137,28 @@ def setup_config(name: str, mode: dict, hm_dir: str, overrides: list[str]):
 # --------------------------------------------------------------------------- training
 
 
-def train_within_budget(train_fn, cfg, section: str, max_steps: int, chunk: int, minutes: float, what: str) -> int:
-    """Trains in chunks of ``chunk`` steps (each call resumes from the checkpoint) until ``max_steps``
-    or until the next chunk would overrun ``minutes`` of wall-clock time; returns the steps reached.
+def train_within_budget(train_fn, cfg, section: str, max_steps: int, chunk: int, minutes: float, what: str,
+                        workdir: str) -> int:
+    """Trains in chunks of ``chunk`` steps (each call resumes from the checkpoint in ``workdir``) until
+    ``max_steps`` or until the next chunk would overrun ``minutes`` of wall-clock time; returns the
+    steps reached.
 
     On this shared 2-core machine the rate varies several-fold with the other users' load, so a
     time budget keeps a setup within its hour where a fixed step count could not.
     """
+    from tfmodels.training.loop import read_model_json
+
+    start = read_model_json(workdir)["step"] if os.path.exists(os.path.join(workdir, "model.json")) else 0
     t0 = time.time()
     chunk = max(chunk, max_steps // 4, 1)  # each chunk re-traces the loop: not too many of them
-    steps = min(chunk, max_steps)
+    steps = min(start + chunk, max_steps)
     while True:
         setattr(getattr(cfg, section), "steps", steps)
         train_fn()
         elapsed = time.time() - t0
-        per_step = elapsed / steps
+        per_step = elapsed / max(steps - start, 1)  # steps trained in this run only
         if steps >= max_steps or elapsed + per_step * chunk > 60 * minutes:
-            log(f"{what}: {steps} steps in {elapsed / 60:.1f} min")
+            log(f"{what}: {steps} steps ({steps - start} in this run) in {elapsed / 60:.1f} min")
             return steps
         steps = min(steps + chunk, max_steps)
 
@@ -186,7 +191,7 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
     if not rec_workdir:
         rec_steps = train_within_budget(
             lambda: recommender.train_dvbpr_on(cfg, rec_dir, dataset, split, rec_images).pop("task", None),
-            cfg, "train", rec_cap, cfg.train.eval_every, mode["rec_minutes"], f"{name} DVBPR")
+            cfg, "train", rec_cap, cfg.train.eval_every, mode["rec_minutes"], f"{name} DVBPR", rec_dir)
     else:
         rec_steps = f"{recommender.read_model_json(rec_dir)['step']} (reused)"
     model = build_dvbpr(cfg.model, split.num_users, cfg.data.resolution)
@@ -203,7 +208,7 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
         train_gan_now = False
     if train_gan_now:
         train_within_budget(lambda: train_gan(cfg, gan_dir, data=data), cfg, "gan", gan_cap,
-                            cfg.gan.sample_every, mode["gan_minutes"], f"{name} GAN")
+                            cfg.gan.sample_every, mode["gan_minutes"], f"{name} GAN", gan_dir)
     else:
         log(f"{name}: reusing the GAN in {gan_dir}")
     generator, discriminator, _, meta = load_gan(gan_dir)
