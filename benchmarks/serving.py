@@ -106,6 +106,20 @@ max_enqueued_batches { value: 1000 }
 """
 
 
+def spawn(cmd: list, ready: str, timeout: float = 300) -> tuple:
+    """Starts ``cmd`` and waits for the stdout line starting with ``ready``; (process, its words)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith(ready):
+            return proc, line.split()
+        if not line and proc.poll() is not None:
+            raise RuntimeError(f"{' '.join(cmd[:4])}... exited with {proc.returncode}")
+    proc.kill()
+    raise RuntimeError(f"{' '.join(cmd[:4])}... did not start in time")
+
+
 def start_server(config_path: str, batching: bool = False):
     cmd = [sys.executable, "-m", "tfmodels", "serve", "--model-config", config_path, "--port", "0",
            "--rest-port", "0", "--poll-seconds", "0"]
@@ -114,17 +128,8 @@ def start_server(config_path: str, batching: bool = False):
         with open(path, "w") as f:
             f.write(BATCHING)
         cmd += ["--batching-parameters-file", path]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("serving gRPC"):
-            parts = line.split()
-            return proc, parts[2], "http://" + parts[4]
-        if not line and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-    proc.kill()
-    raise RuntimeError("server did not start in time")
+    proc, words = spawn(cmd, "serving gRPC")
+    return proc, words[2], "http://" + words[4]
 
 
 def floor_server(responses_path: str) -> int:
@@ -163,13 +168,8 @@ def start_floor_server(canned: list):
     path = os.path.join(tempfile.mkdtemp(), "responses.pkl")
     with open(path, "wb") as f:
         pickle.dump([(m, sig, r.SerializeToString()) for m, sig, r in canned], f)
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--floor-server", path],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline()
-    if not line.startswith("floor "):
-        proc.kill()
-        raise RuntimeError(f"floor server did not start (exit code {proc.poll()})")
-    return proc, line.split()[1]
+    proc, words = spawn([sys.executable, os.path.abspath(__file__), "--floor-server", path], "floor ")
+    return proc, words[1]
 
 
 def warmup_inputs(path: str) -> dict:

@@ -349,7 +349,7 @@ def train_vbpr(cfg, workdir: str, dataset=None, split=None, features=None, featu
         features = classifier_features(source, dataset, cache_dir=cfg.data.cache_dir)
         source = os.path.abspath(source)
     if features.shape[0] != split.num_items:
-        raise ValueError(f"classifier {source} gives features for {features.shape[0]} items, "
+        raise ValueError(f"features from {source} cover {features.shape[0]} items, "
                          f"the dataset has {split.num_items}")
     strategy = _start(cfg, workdir, "vbpr")
     return loop.run(BPRTask(cfg, split, features, source), cfg.train, workdir, strategy)
