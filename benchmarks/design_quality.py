@@ -11,7 +11,8 @@ conditional GAN (``gan/``; the two H&M setups share ``--out/hm-gan/``, trained b
 wall-clock budget (cpu: 12 min DVBPR, 22 min GAN, up to 3,000 steps each; the steps
 reached are in the table), since this shared machine's speed varies several-fold
 (a rerun resumes or reuses them; ``--rec SETUP=W`` reuses an existing DVBPR work
-directory trained on the same data and settings), and a small category classifier (the *judge*,
+directory trained on the same data and settings), a category classifier for the category-term rows
+(below), and a small category classifier (the *judge*,
 ``tfmodels.gan_metrics.build_judge``) on the real images at the GAN's size.
 Then for ``users`` random users with training interactions and every evaluated
 category (those with enough items), for each eta in {0, 0.1, 1, 10}:
@@ -32,6 +33,11 @@ with the real items of that category for that user:
   (RMS pixel distance of up to 1,000 designs (200 in --quick) to the nearest of the GAN's training images;
   in brackets the same for held-out real images against the other 80% of the catalogue).
 
+Rows "category term K" run eta = 1 with the objective's optional category term
+``- K * CE(classifier(G(z, c)), c)`` (``design.category_weight``), one per K in ``--category-weights``.
+Its classifier is the project's category CNN (``tfmodels train classifier``), trained here on the
+setup's catalogue (``<setup>/classifier``; the H&M setups share ``hm-classifier``): another network,
+trained on other images, than the judge that grades the designs.
 A "random" row gives the same figures for unoptimised samples G(z, c) as the reference.
 On simulated users, "true taste" rows run the same search with the user's *true* visual
 taste as the score (``TrueTasteTower``) instead of the recommender: what this GAN could
@@ -69,6 +75,7 @@ from _machine import describe  # noqa: E402
 SETUPS = ("fmnist", "hm-real", "hm-sim")
 ETAS = (0.0, 0.1, 1.0, 10.0)
 TRUE_TASTE_ETAS = (0.0, 1.0)
+CATEGORY_WEIGHTS = (1.0, 3.0, 10.0)
 
 
 class TrueTasteTower:
@@ -90,10 +97,12 @@ MODES = {
     # R = 16 starts as the design CLI's default; S = 10 steps as the paper. The judge gets 2,000 steps:
     # after 600 it classified only 81% of held-out real Fashion-MNIST images correctly.
     "cpu": {"fm_items": 20000, "world_users": 1000, "rec_steps": 3000, "gan_steps": 3000, "judge_steps": 2000,
+            "classifier_steps": 2000,
             "rec_minutes": 12.0, "gan_minutes": 22.0,
             "users": 12, "max_categories": 10, "hm_max_categories": 6, "starts": 16, "steps": 10,
             "min_items": 20, "prototypes": 4, "novelty_samples": 1000},
     "quick": {"fm_items": 1500, "world_users": 150, "rec_steps": 60, "gan_steps": 100, "judge_steps": 80,
+              "classifier_steps": 60,
               "rec_minutes": 3.0, "gan_minutes": 3.0,
               "users": 4, "max_categories": 3, "hm_max_categories": 3, "starts": 4, "steps": 5,
               "min_items": 5, "prototypes": 2, "novelty_samples": 200},
@@ -164,7 +173,7 @@ def train_within_budget(train_fn, cfg, section: str, max_steps: int, chunk: int,
 
 
 def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", gan_dir: str = "",
-                 train_gan_now: bool = True, reuse: bool = False):
+                 train_gan_now: bool = True, reuse: bool = False, classifier_dir: str = ""):
     """Trains (or reuses) DVBPR and the GAN within the mode's time budgets; returns what the evaluation needs.
 
     ``gan_dir`` defaults to ``root/gan``; with ``train_gan_now`` False the GAN there is used as it is
@@ -174,7 +183,7 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
     import tensorflow as tf
     from tfmodels.data.images import load_images
     from tfmodels.models.dvbpr import build_dvbpr
-    from tfmodels.training import recommender
+    from tfmodels.training import baselines, recommender
     from tfmodels.training.gan import load_gan, train_gan
 
     t0 = time.time()
@@ -213,8 +222,22 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
         log(f"{name}: reusing the GAN in {gan_dir}")
     generator, discriminator, _, meta = load_gan(gan_dir)
     gan_minutes = (time.time() - t1) / 60
+
+    # The category classifier of the design's category term: the project's CNN-F classifier trained on
+    # the catalogue (not the judge, a different network trained on other images, which grades the designs).
+    classifier_dir = classifier_dir or os.path.join(root, "classifier")
+    if os.path.exists(os.path.join(classifier_dir, "model.json")):
+        log(f"{name}: reusing the category classifier in {classifier_dir}")
+    else:
+        ccfg = copy.deepcopy(cfg)
+        ccfg.baseline.classifier_steps = mode["classifier_steps"]
+        t2 = time.time()
+        baselines.train_classifier(ccfg, classifier_dir, dataset)
+        log(f"{name}: category classifier, {mode['classifier_steps']} steps in {(time.time() - t2) / 60:.1f} min")
+    classifier, _ = baselines.load_classifier(classifier_dir)
     return {"dataset": dataset, "split": split, "rec_images": rec_images, "gan_images": gan_images,
             "model": model, "generator": generator, "discriminator": discriminator, "gan_meta": meta,
+            "classifier": classifier,
             "rec_dir": rec_dir, "gan_dir": gan_dir, "rec_minutes": rec_minutes, "gan_minutes": gan_minutes,
             "rec_steps": rec_steps, "gan_trained_here": train_gan_now}
 
@@ -237,7 +260,8 @@ def choose_categories(categories: np.ndarray, names: list[str], min_items: int, 
     return sorted(order[:limit])
 
 
-def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: int = 0) -> dict:
+def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: int = 0,
+                   category_weights=CATEGORY_WEIGHTS) -> dict:
     import tensorflow as tf
     from tfmodels import design as design_lib, gan_metrics
     from tfmodels.data.preview import image_grid, save_png
@@ -301,16 +325,22 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                 true_real[(u, c)] = m[row]
 
     dcfg = copy.deepcopy(cfg.design)
+    classifier = trained["classifier"]
     rows, designs_shown = [], {}
-    # (eta, objective): None = unoptimised random samples (steps = 0); "true" = the same search with the
-    # simulated user's true visual taste as the score (what the GAN could deliver with a perfect recommender).
-    variants = [(None, "model")] + [(eta, "model") for eta in ETAS]
+    # (eta, objective, kappa): eta None = unoptimised random samples (steps = 0); "true" = the same search
+    # with the simulated user's true visual taste as the score (what the GAN could deliver with a perfect
+    # recommender); kappa = weight of the category term (0 = the paper's objective).
+    kappa0 = dcfg.category_weight
+    variants = [(None, "model", kappa0)] + [(eta, "model", kappa0) for eta in ETAS]
+    variants += [(1.0, "model", k) for k in category_weights]
     if sim is not None:
-        variants += [(eta, "true") for eta in TRUE_TASTE_ETAS]
+        variants += [(eta, "true", kappa0) for eta in TRUE_TASTE_ETAS]
+        variants += [(1.0, "true", k) for k in category_weights]
     true_tower = TrueTasteTower(sim) if sim is not None else None
-    for eta, objective in variants:
+    for eta, objective, kappa in variants:
         t0 = time.time()
         run_cfg = copy.deepcopy(dcfg)
+        run_cfg.category_weight = kappa
         if eta is None:
             run_cfg.steps = 0
         pairs, all_images, all_cats = [], [], []
@@ -325,7 +355,8 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                     tower, user_vec, res = model.item_tower, theta[u], cfg.data.resolution
                 r = design_lib.maximise_preference(g, d, tower, user_vec, c, run_cfg, res,
                                                    seed=int(seed * 100003 + u * 31 + c), loss=loss,
-                                                   eta=0.0 if eta is None else eta, true_score_fn=true_fn)
+                                                   eta=0.0 if eta is None else eta, true_score_fn=true_fn,
+                                                   classifier=classifier)
                 real_scores = embeddings[item_sets[c]] @ theta[u]
                 model_score = float(r.scores[0]) if objective == "model" else math.nan
                 pair = {"user": int(u), "category": int(c), "score": model_score,
@@ -338,7 +369,7 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                 pairs.append(pair)
                 all_images.append(r.images)
                 all_cats.append(np.full(len(r.images), c))
-                if eta == 1.0 and objective == "model":
+                if eta == 1.0 and objective == "model" and kappa == kappa0:
                     designs_shown[(int(u), int(c))] = r.images
         images = np.concatenate(all_images)
         img_cats = np.concatenate(all_cats)
@@ -354,7 +385,8 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
         d_fake, _ = gan_metrics.nearest_distances(images[sub], gan_pool)
         q.update(novelty_mean=float(d_fake.mean()), novelty_min=float(d_fake.min()), novelty_real_mean=novelty_real)
         by_model = objective == "model"
-        row = {"eta": "random" if eta is None else eta, "objective": objective, "pairs": len(pairs),
+        row = {"eta": "random" if eta is None else eta, "objective": objective, "category_weight": kappa,
+               "pairs": len(pairs),
                "above_max_model": float(np.mean([p["score"] > p["real_max"] for p in pairs])) if by_model else None,
                "above_p90_model": float(np.mean([p["score"] > p["real_p90"] for p in pairs])) if by_model else None,
                "score_mean": float(np.mean([p["score"] for p in pairs])) if by_model else None,
@@ -369,7 +401,7 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                        true_mean=float(np.mean([p["true"] for p in pairs])),
                        true_real_p90_mean=float(np.mean([p["true_real_p90"] for p in pairs])))
         rows.append(row)
-        log(f"{name}: eta={row['eta']} ({objective} objective): > max real (model) {fmt(row['above_max_model'])}"
+        log(f"{name}: eta={row['eta']} ({objective} objective, category term {kappa:g}): > max real (model) {fmt(row['above_max_model'])}"
             + (f", > p90 real (true) {row['above_p90_true']:.2f}" if sim is not None else "")
             + f", cond. acc {row['conditional_accuracy']:.2f}, FD {row['frechet']:.2f}, "
               f"novelty {row['novelty_mean']:.3f} (real {row['novelty_real_mean']:.3f}) ({row['seconds']:.0f}s)")
@@ -417,7 +449,8 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
         if sim is not None:
             true_fn = lambda x, u=u: sim.true_score_tf(tf.fill([tf.shape(x)[0]], int(u)), x).numpy()
         m = design_lib.modify_prototype(g, d, model.item_tower, theta[u], np.asarray(gan_images[item]), c, pcfg,
-                                        cfg.data.resolution, seed=int(u), loss=loss, true_score_fn=true_fn)
+                                        cfg.data.resolution, seed=int(u), loss=loss, true_score_fn=true_fn,
+                                        classifier=classifier)
         rec = {"user": int(u), "item": str(dataset.item_ids[item]), "category": names[c],
                **{k: m[k] for k in ("score_original", "score_before", "score_after", "l1_before", "l1_after")}}
         for k in ("true_original", "true_before", "true_after"):
@@ -452,6 +485,9 @@ def plot_tradeoff(name: str, rows: list[dict], simulated: bool, path: str) -> No
     import matplotlib.pyplot as plt
 
     rows = [r for r in rows if r.get("objective", "model") == "model"]
+    kappa0 = rows[0].get("category_weight", 0.0)
+    extra = [r for r in rows if r.get("category_weight", 0.0) != kappa0]
+    rows = [r for r in rows if r.get("category_weight", 0.0) == kappa0]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, xlabel in ((axes[0], "conditional_accuracy", "conditional accuracy (judge)"),
                             (axes[1], "frechet", "Frechet distance to real (judge features)")):
@@ -469,12 +505,18 @@ def plot_tradeoff(name: str, rows: list[dict], simulated: bool, path: str) -> No
             rnd = [r for r in rows if r["eta"] == "random"]
             if rnd:
                 ax.plot([rnd[0][key]], [rnd[0][metric]], "x", color="grey")
+            if extra:
+                ax.plot([r[key] for r in extra], [r[metric] for r in extra], style[0], color="black",
+                        fillstyle="none", label=f"{label}, with category term")
+                for r in extra:
+                    ax.annotate(f"eta={r['eta']:g}, kappa={r['category_weight']:g}", (r[key], r[metric]),
+                                fontsize=7, textcoords="offset points", xytext=(4, -10))
         ax.set_xlabel(xlabel)
         ax.set_ylabel("share of (user, category) pairs")
         ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{name}: preference vs quality over eta (x = random samples)")
+    fig.suptitle(f"{name}: preference vs quality over eta (x = random samples; open = category term kappa)")
     fig.tight_layout()
     with files.replacing(path, ".png") as tmp:
         fig.savefig(tmp, dpi=110)
@@ -515,6 +557,8 @@ def write_outputs(out: str, results: dict) -> None:
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in res["rows"]:
             label = str(r["eta"]) if r.get("objective", "model") == "model" else f"{r['eta']} (true taste)"
+            if r.get("category_weight"):
+                label += f", category term {r['category_weight']:g}"
             cells = [label, fmt(r["above_max_model"]), fmt(r["above_p90_model"])]
             if sim:
                 cells += [fmt(r["above_p90_true"]), fmt(r["above_max_true"]), fmt(r["true_mean"]),
@@ -555,8 +599,17 @@ def main(argv=None) -> int:
     p.add_argument("--rec-minutes", type=float, help="DVBPR wall-clock budget per setup (default: the mode's)")
     p.add_argument("--gan-minutes", type=float,
                    help="GAN wall-clock budget (default: the mode's); with --set gan.steps=N for longer runs")
+    p.add_argument("--category-weights", default=",".join(f"{k:g}" for k in CATEGORY_WEIGHTS),
+                   help="weights kappa of the category term for the extra eta = 1 rows (comma-separated; "
+                        "empty = none; default %(default)s)")
     p.add_argument("--out", required=True, help="output folder (work directories, tables, plots)")
     args = p.parse_args(argv)
+    try:
+        weights = [float(k) for k in args.category_weights.split(",") if k.strip()]
+    except ValueError:
+        p.error(f"--category-weights: not a comma-separated list of numbers: {args.category_weights!r}")
+    if any(k <= 0 for k in weights):
+        p.error(f"--category-weights: every weight must be > 0, got {args.category_weights!r}")
 
     mode_name = "quick" if args.quick else "cpu"
     mode = dict(MODES[mode_name])
@@ -586,9 +639,10 @@ def main(argv=None) -> int:
         # One GAN for both H&M setups: they differ in users, not in images or categories.
         gan_dir = os.path.join(args.out, "hm-gan") if name.startswith("hm") else ""
         trained = train_models(name, cfg, root, mode, reuse.get(name, ""), gan_dir,
-                               train_gan_now=gan_dir not in gans_trained, reuse=args.reuse)
+                               train_gan_now=gan_dir not in gans_trained, reuse=args.reuse,
+                               classifier_dir=os.path.join(args.out, "hm-classifier") if name.startswith("hm") else "")
         gans_trained.add(gan_dir)
-        res = evaluate_setup(name, cfg, trained, mode, args.out)
+        res = evaluate_setup(name, cfg, trained, mode, args.out, category_weights=weights)
         res["minutes"] = (time.time() - t0) / 60
         results["setups"][name] = res
         write_outputs(args.out, results)

@@ -26,8 +26,9 @@ Signatures (keys from ``export.signatures``):
   mean |G(z, c) - image|``.
 
 Categories are addressed by name, case-insensitively (a decimal index such as "2"
-works too); the learning rate, inversion settings and proximity come from the
-GAN work directory's config (``design`` section) and are written in the model card.
+works too); the learning rate, latent constraint, category term (its classifier is
+saved in the SavedModel), inversion settings and proximity come from the GAN work
+directory's config (``design`` section) and are written in the model card.
 
 Bad inputs are INVALID_ARGUMENT errors with a message: unknown user id (here an
 error, unlike the recommender's ``known`` flag: a design for nobody has no
@@ -69,7 +70,8 @@ class DesignerModule(tf.Module):
     def __init__(self, generator: tf.keras.Model, discriminator: tf.keras.Model, item_tower: tf.keras.Model,
                  user_vectors: np.ndarray, user_ids, category_names, rec_resolution: int, loss: str = "lsgan",
                  learning_rate: float = 0.1, invert_starts: int = 4, invert_steps: int = 200,
-                 proximity: float = 1.0, name: str = S.DESIGNER):
+                 proximity: float = 1.0, latent: str = "free", classifier=None, category_weight: float = 0.0,
+                 name: str = S.DESIGNER):
         super().__init__(name=name)
         from tfmodels import design as design_lib
 
@@ -93,6 +95,9 @@ class DesignerModule(tf.Module):
         self.invert_starts = int(invert_starts)
         self.invert_steps = int(invert_steps)
         self.proximity = float(proximity)
+        self.latent = latent
+        self.category_weight = float(category_weight)
+        self.classifier = classifier if self.category_weight > 0 else None
         self.user_vectors = tf.Variable(user_vectors, trainable=False, name="user_vectors")
         self.user_table = string_table(user_ids, "user_ids")
         lowered = [n.lower() for n in names]
@@ -107,9 +112,10 @@ class DesignerModule(tf.Module):
         self._known_categories = ", ".join(names)
         # The in-graph optimisation of tfmodels.design, wrapped unchanged. A plain
         # namespace is not tracked, so they are not saved as extra module functions.
-        self._fns = types.SimpleNamespace(
-            design=design_lib.build_design_fn(generator, discriminator, item_tower, self.rec_resolution, loss),
-            modify=design_lib.build_modify_fn(generator, discriminator, item_tower, self.rec_resolution, loss))
+        nets = (generator, discriminator, item_tower, self.rec_resolution, loss, latent, self.classifier,
+                self.category_weight)
+        self._fns = types.SimpleNamespace(design=design_lib.build_design_fn(*nets),
+                                          modify=design_lib.build_modify_fn(*nets))
 
     # -- helpers (graph code)
 
@@ -218,7 +224,8 @@ class DesignerModule(tf.Module):
         return {"category_names": list(self.category_names), "gan_resolution": self.gan_resolution,
                 "rec_resolution": self.rec_resolution, "noise_dim": self.noise_dim, "loss": self.loss,
                 "learning_rate": self.learning_rate, "invert_starts": self.invert_starts,
-                "invert_steps": self.invert_steps, "proximity": self.proximity,
+                "invert_steps": self.invert_steps, "proximity": self.proximity, "latent": self.latent,
+                "category_weight": self.category_weight,
                 "max_images": MAX_IMAGES, "max_steps": MAX_STEPS}
 
 
@@ -228,7 +235,8 @@ def build_designer_module(designer) -> DesignerModule:
     return DesignerModule(designer.generator, designer.discriminator, designer.item_tower,
                           designer.user_vectors, designer.dataset.user_ids, designer.category_names,
                           designer.rec_resolution, designer.loss, learning_rate=d.learning_rate,
-                          invert_starts=d.starts, invert_steps=d.invert_steps, proximity=d.proximity)
+                          invert_starts=d.starts, invert_steps=d.invert_steps, proximity=d.proximity,
+                          latent=d.latent, classifier=designer.classifier, category_weight=d.category_weight)
 
 
 def warmup_inputs(module: DesignerModule, user_id: str, image_png: bytes) -> list:

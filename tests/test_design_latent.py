@@ -54,6 +54,63 @@ def test_design_is_reproducible_and_eta_changes_the_trade_off(nets):
     assert np.max(free.history[-1] - free.history[0]) > 0
 
 
+def test_sphere_latent_keeps_each_code_on_its_starting_norm(nets):
+    cfg, g, d, tower, user = nets
+    cfg.design.starts, cfg.design.steps, cfg.design.learning_rate = 4, 8, 0.1
+    cfg.design.latent = "sphere"
+    try:
+        r = design.maximise_preference(g, d, tower, user, 2, cfg.design, REC_RES, seed=5)
+    finally:
+        cfg.design.latent = "free"
+    free = design.maximise_preference(g, d, tower, user, 2, cfg.design, REC_RES, seed=5)
+    z0 = tf.random.stateless_normal([4, cfg.gan.noise_dim], seed=[5, 0]).numpy()
+    # Same starts (rows are sorted by objective, so compare the sets of norms).
+    np.testing.assert_allclose(np.sort(np.linalg.norm(r.z, axis=1)), np.sort(np.linalg.norm(z0, axis=1)), rtol=1e-4)
+    assert not np.allclose(np.sort(np.linalg.norm(free.z, axis=1)), np.sort(np.linalg.norm(z0, axis=1)), rtol=1e-2)
+    assert np.all(r.history[-1] > r.history[0])
+
+
+def test_unknown_latent_is_a_clear_error(nets):
+    cfg, g, d, tower, user = nets
+    with pytest.raises(ValueError, match="design.latent='ball'"):
+        design.build_design_fn(g, d, tower, REC_RES, latent="ball")
+
+
+def test_category_term_keeps_designs_in_their_category(nets):
+    from tfmodels.models.classifier import CategoryClassifier
+
+    cfg, g, d, tower, user = nets
+    tf.keras.utils.set_random_seed(1)
+    # Any network with the classifier's interface (logits; resolution, num_categories) will do: a random
+    # linear one gives logits that vary with the image. 20 px: the term resizes G's 16 px output.
+    classifier = tf.keras.Sequential([tf.keras.layers.Flatten(), tf.keras.layers.Dense(3)])
+    classifier.build((None, 20, 20, 3))
+    classifier.resolution, classifier.num_categories = 20, 3
+    cfg.design.starts, cfg.design.steps, cfg.design.learning_rate = 4, 8, 0.1
+    plain = design.maximise_preference(g, d, tower, user, 2, cfg.design, REC_RES, seed=5, classifier=classifier)
+    np.testing.assert_array_equal(plain.off_category, 0.0)  # weight 0: the paper's objective, no term
+    cfg.design.category_weight = 10.0
+    try:
+        kept = design.maximise_preference(g, d, tower, user, 2, cfg.design, REC_RES, seed=5, classifier=classifier)
+        with pytest.raises(ValueError, match="needs a category classifier"):
+            design.maximise_preference(g, d, tower, user, 2, cfg.design, REC_RES, seed=5)
+    finally:
+        cfg.design.category_weight = 0.0
+    np.testing.assert_allclose(kept.objective, kept.scores - cfg.design.eta * kept.realism - 10.0 * kept.off_category,
+                               rtol=1e-4, atol=1e-4)
+    # The classifier's cross-entropy for the category, recomputed from the returned images, is lower
+    # with the term than without it (same starts).
+    def cross_entropy(images):
+        x = tf.image.resize(tf.cast(images, tf.float32) / 127.5 - 1.0, [20, 20])
+        logits = classifier(x, training=False)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.fill([len(images)], 2), logits=logits).numpy()
+    np.testing.assert_allclose(cross_entropy(kept.images), kept.off_category, atol=0.05)
+    assert cross_entropy(kept.images).mean() < cross_entropy(plain.images).mean()
+    with pytest.raises(ValueError, match="knows 4 categories, the GAN 3"):
+        other = CategoryClassifier(cfg.model, 20, 4)
+        design.build_design_fn(g, d, tower, REC_RES, classifier=other, category_weight=1.0)
+
+
 def test_true_score_hook_sees_the_final_images(nets):
     cfg, g, d, tower, user = nets
     cfg.design.starts, cfg.design.steps = 2, 2

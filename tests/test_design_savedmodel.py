@@ -11,20 +11,33 @@ from tfmodels.config import tiny
 from tfmodels.models import gan as gan_lib
 
 
-@pytest.mark.slow
-def test_design_and_modify_signatures_in_a_v1_session(tmp_path):
-    tf.keras.utils.set_random_seed(1)
+def tiny_nets(seed):
+    """A 16 px GAN over 3 categories, a 24 px item tower (K = 6) and a 20 px linear category
+    classifier (any network with logits, ``resolution`` and ``num_categories`` will do)."""
+    tf.keras.utils.set_random_seed(seed)
     cfg = tiny()
     cfg.gan.resolution = 16
     g, d = gan_lib.build_gan(cfg.gan, 3)
     tower = tf.keras.Sequential([tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
                                  tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(6)])
     tower.build((None, 24, 24, 3))
+    classifier = tf.keras.Sequential([tf.keras.layers.Flatten(), tf.keras.layers.Dense(3)])
+    classifier.build((None, 20, 20, 3))
+    classifier.resolution, classifier.num_categories = 20, 3
+    return g, d, tower, classifier
+
+
+@pytest.mark.slow
+def test_design_and_modify_signatures_in_a_v1_session(tmp_path):
+    # With the options (the default path is exported by tests/test_export_support.py): codes kept on
+    # their sphere, and a category term with a classifier at its own size.
+    g, d, tower, classifier = tiny_nets(1)
     module = tf.Module()
-    module.g, module.d, module.tower = g, d, tower
+    module.g, module.d, module.tower, module.classifier = g, d, tower, classifier
     module.users = tf.Variable(tf.random.normal([5, 6]))
-    module.design_fn = design.build_design_fn(g, d, tower, 24, "lsgan")
-    module.modify_fn = design.build_modify_fn(g, d, tower, 24, "lsgan")
+    options = dict(latent="sphere", classifier=classifier, category_weight=1.0)
+    module.design_fn = design.build_design_fn(g, d, tower, 24, "lsgan", **options)
+    module.modify_fn = design.build_modify_fn(g, d, tower, 24, "lsgan", **options)
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.int64, name="user"),
                                   tf.TensorSpec([], tf.int32, name="category"),
@@ -33,7 +46,8 @@ def test_design_and_modify_signatures_in_a_v1_session(tmp_path):
     def design_sig(user, category, steps, eta):
         out = module.design_fn(tf.gather(module.users, user), category, tf.constant(3), steps, eta,
                                tf.constant(0.1), tf.constant(7))
-        return {"score": out["score"], "image": gan_lib.to_uint8(out["images"]), "history": out["history"]}
+        return {"score": out["score"], "image": gan_lib.to_uint8(out["images"]), "history": out["history"],
+                "off_category": out["off_category"]}
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.int64, name="user"),
                                   tf.TensorSpec([16, 16, 3], tf.float32, name="image")])
@@ -60,4 +74,37 @@ def test_design_and_modify_signatures_in_a_v1_session(tmp_path):
     assert res["image"].shape == (3, 16, 16, 3) and res["image"].dtype == np.uint8
     assert res["history"].shape == (5, 3)
     np.testing.assert_allclose(res["score"], eager["score"].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(res["off_category"], eager["off_category"].numpy(), rtol=1e-4, atol=1e-5)
+    assert np.all(res["off_category"] > 0)
     np.testing.assert_allclose(mod["score_after"], eager_mod["score_after"].numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_served_designer_carries_the_category_term(tmp_path):
+    """DesignerModule with latent = sphere and a category term: the classifier is saved with the
+    model, and the reloaded design signature matches ``maximise_preference`` with the same settings."""
+    from export import signatures as S
+    from export.designer import DesignerModule
+    from tfmodels.config import DesignConfig
+
+    g, d, tower, classifier = tiny_nets(2)
+    users = tf.random.stateless_normal([4, 6], seed=[5, 6]).numpy()
+    module = DesignerModule(g, d, tower, users, ["a", "b", "c", "d"], ["top", "shoe", "bag"], 24,
+                            latent="sphere", classifier=classifier, category_weight=2.0)
+    assert module.settings()["latent"] == "sphere" and module.settings()["category_weight"] == 2.0
+    path = str(tmp_path / "designer")
+    tf.saved_model.save(module, path, signatures=module.signatures())
+    loaded = tf.saved_model.load(path)
+    out = loaded.signatures[S.DESIGN](user_id=tf.constant("c"), category=tf.constant("bag"), starts=tf.constant(3),
+                                      steps=tf.constant(4), eta=tf.constant(1.0), seed=tf.constant(9))
+    want = design.maximise_preference(
+        g, d, tower, users[2], 2, DesignConfig(starts=3, steps=4, eta=1.0, learning_rate=module.learning_rate,
+                                               latent="sphere", category_weight=2.0),
+        24, seed=9, classifier=classifier)
+    assert np.all(want.off_category > 0)
+    np.testing.assert_allclose(out[S.OUT_SCORE].numpy(), want.scores, rtol=1e-4, atol=1e-5)
+    # Without the classifier the same settings give other designs: the term is really in the graph.
+    plain = design.maximise_preference(
+        g, d, tower, users[2], 2, DesignConfig(starts=3, steps=4, eta=1.0, learning_rate=module.learning_rate,
+                                               latent="sphere"), 24, seed=9)
+    assert not np.allclose(plain.scores, want.scores, rtol=1e-3)

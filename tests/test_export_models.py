@@ -255,7 +255,9 @@ def test_outputs_agree_with_the_project_code(ref, loaded, ex):
     want = gan_lib.to_uint8(gan_lib.generate(d.generator, 0, 2, 4)).numpy()
     assert np.abs(out[S.OUT_IMAGE].numpy().astype(int) - want.astype(int)).max() <= 1
     # design: tfmodels.design.maximise_preference with the same settings (best first).
-    cfg = type("C", (), dict(starts=3, steps=2, eta=1.0, learning_rate=d.learning_rate))
+    from tfmodels.config import DesignConfig
+
+    cfg = DesignConfig(starts=3, steps=2, eta=1.0, learning_rate=d.learning_rate, latent=d.latent)
     u = 2
     res = maximise_preference(d.generator, d.discriminator, d.item_tower, scorer.user_vectors[u], 2, cfg,
                               d.rec_resolution, seed=6, loss=d.loss)
@@ -269,8 +271,8 @@ def test_outputs_agree_with_the_project_code(ref, loaded, ex):
 
     decoded = np.asarray(Image.open(io.BytesIO(png_bytes(ref["images"][item]))).resize((16, 16), Image.LANCZOS))
     img16 = png_bytes(decoded)  # already at the GAN's size: no resize differences
-    mcfg = type("C", (), dict(starts=d.invert_starts, invert_steps=d.invert_steps, steps=2, eta=0.5,
-                              proximity=d.proximity, learning_rate=d.learning_rate))
+    mcfg = DesignConfig(starts=d.invert_starts, invert_steps=d.invert_steps, steps=2, eta=0.5,
+                        proximity=d.proximity, learning_rate=d.learning_rate, latent=d.latent)
     res = modify_prototype(d.generator, d.discriminator, d.item_tower, scorer.user_vectors[u], decoded, 1, mcfg,
                            d.rec_resolution, seed=0, loss=d.loss)
     out = des[S.MODIFY](user_id=tf.constant([f"user{u}"]), image_bytes=tf.constant([img16]),

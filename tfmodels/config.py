@@ -147,6 +147,15 @@ class DesignConfig:
     """Adam steps on z."""
     learning_rate: float = 0.1
     """Adam learning rate on z."""
+    latent: str = "free"
+    """Where the Adam steps may take z: free (as in the paper) or sphere (each code keeps the
+    norm of its random start, the shell where the generator's training noise lies)."""
+    category_weight: float = 0.0
+    """kappa of a category term - kappa * CE(classifier(G(z, c)), c) that keeps designs in their
+    category (not in the paper; 0 = the paper's objective). Needs design.classifier_from."""
+    classifier_from: str = ""
+    """Work directory of a category classifier (tfmodels train classifier) on the GAN's categories,
+    for the category term."""
     invert_steps: int = 200
     """Steps of L1 GAN inversion for prototype modification."""
     proximity: float = 1.0

@@ -12,6 +12,18 @@ LSGAN realism penalty, ``softplus(-D)`` for a non-saturating GAN) keeps designs
 looking like real items. The R starts are independent: the gradient of
 ``sum_r f(z_r)`` with respect to z_r is the gradient of f(z_r).
 
+Optionally (not in the paper) a *category term* keeps designs in their
+category: ``- kappa * CE(classifier(up(G(z, c))), c)`` with a category classifier
+trained on the catalogue (``tfmodels train classifier``) and ``kappa =
+design.category_weight``. The discriminator alone holds the category only loosely:
+it is trained on real images with their true category only, so it ranks images
+by category poorly.
+
+``latent`` chooses where z may go: ``"free"`` (plain Adam, as in the paper) or
+``"sphere"`` (after every Adam step each code is rescaled to the norm of its
+random start, so the search turns z on the shell where N(0, I) puts nearly all
+its mass instead of pushing it to norms the generator never saw in training).
+
 Prototype modification: given an item image x (float [-1, 1] at the GAN's
 resolution) and its category, first invert the GAN: R starts of Adam on z
 minimising ``mean |G(z, c) - x|`` (L1), keep the best start; then, from there,
@@ -36,6 +48,7 @@ import tensorflow as tf
 from tfmodels.models import gan as gan_lib
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
+LATENTS = ("free", "sphere")
 
 
 def upsample(images: tf.Tensor, resolution: int) -> tf.Tensor:
@@ -49,7 +62,8 @@ def upsample(images: tf.Tensor, resolution: int) -> tf.Tensor:
     return tf.image.resize(images, [resolution, resolution], method="bilinear", antialias=shrink)
 
 
-def _adam_loop(value_fn, z0: tf.Tensor, steps: tf.Tensor, learning_rate: tf.Tensor, maximise: bool):
+def _adam_loop(value_fn, z0: tf.Tensor, steps: tf.Tensor, learning_rate: tf.Tensor, maximise: bool,
+               latent: str = "free"):
     """Runs Adam on z for ``steps`` steps inside a tf.while_loop.
 
     Args:
@@ -58,6 +72,7 @@ def _adam_loop(value_fn, z0: tf.Tensor, steps: tf.Tensor, learning_rate: tf.Tens
       steps: int32 scalar tensor.
       learning_rate: float32 scalar tensor.
       maximise: ascend (True) or descend (False).
+      latent: "free", or "sphere" to rescale every row of z to its norm in z0 after each step.
 
     Returns:
       (z after the last step [R, D], history float32 [steps + 1, R] of the values
@@ -67,6 +82,7 @@ def _adam_loop(value_fn, z0: tf.Tensor, steps: tf.Tensor, learning_rate: tf.Tens
     steps = tf.cast(steps, tf.int32)
     lr = tf.cast(learning_rate, tf.float32)
     history = tf.TensorArray(tf.float32, size=steps + 1, element_shape=z0.shape[:1])
+    radius = tf.norm(z0, axis=1, keepdims=True)
 
     def body(t, z, m, v, history):
         with tf.GradientTape() as tape:
@@ -80,6 +96,8 @@ def _adam_loop(value_fn, z0: tf.Tensor, steps: tf.Tensor, learning_rate: tf.Tens
         m_hat = m / (1.0 - tf.pow(_BETA1, tf1))
         v_hat = v / (1.0 - tf.pow(_BETA2, tf1))
         z = z - lr * m_hat / (tf.sqrt(v_hat) + _EPS)
+        if latent == "sphere":
+            z = z * (radius / tf.maximum(tf.norm(z, axis=1, keepdims=True), _EPS))
         return t + 1, z, m, v, history.write(t, values)
 
     _, z, _, _, history = tf.while_loop(
@@ -90,22 +108,37 @@ def _adam_loop(value_fn, z0: tf.Tensor, steps: tf.Tensor, learning_rate: tf.Tens
 
 
 class DesignObjective:
-    """The pieces of the design objective, bound to a generator, discriminator and item tower.
+    """The pieces of the design objective, bound to a generator, discriminator and item tower
+    (and optionally a category classifier).
 
     ``terms(z, c_onehot, user_vector)`` returns (images [R,H,W,3] in [-1,1],
-    score = theta_u . Phi(up(G)) [R], realism penalty [R]).
+    score = theta_u . Phi(up(G)) [R], realism penalty [R], off-category penalty [R]
+    = the classifier's cross-entropy for c, zeros without a classifier);
+    ``value(score, realism, off, eta)`` combines them into the objective.
     """
 
-    def __init__(self, generator, discriminator, item_tower, rec_resolution: int, loss: str = "lsgan"):
+    def __init__(self, generator, discriminator, item_tower, rec_resolution: int, loss: str = "lsgan",
+                 latent: str = "free", classifier=None, category_weight: float = 0.0):
         if loss not in gan_lib.LOSSES:
             raise ValueError(f"loss={loss!r}: choose one of {gan_lib.LOSSES}")
+        if latent not in LATENTS:
+            raise ValueError(f"design.latent={latent!r}: choose one of {LATENTS}")
+        if category_weight < 0 or (category_weight > 0 and classifier is None):
+            raise ValueError(f"design.category_weight={category_weight}: must be >= 0, and > 0 needs a category "
+                             "classifier (design.classifier_from / --classifier-workdir)")
+        num_categories = int(generator.inputs[1].shape[-1])
+        if classifier is not None and int(classifier.num_categories) != num_categories:
+            raise ValueError(f"the category classifier knows {classifier.num_categories} categories, "
+                             f"the GAN {num_categories}")
+        self.classifier = classifier if category_weight > 0 else None
+        self.category_weight = float(category_weight)
         self.generator = generator
         self.discriminator = discriminator
         self.item_tower = item_tower
         self.rec_resolution = int(rec_resolution)
         self.loss = loss
         self.noise_dim = int(generator.inputs[0].shape[-1])
-        self.num_categories = int(generator.inputs[1].shape[-1])
+        self.num_categories = num_categories
 
     def score(self, images: tf.Tensor, user_vector: tf.Tensor) -> tf.Tensor:
         """theta_u . Phi(up(images)) for float [-1, 1] images [R, H, W, 3] -> [R]."""
@@ -116,7 +149,14 @@ class DesignObjective:
         images = self.generator([z, c_onehot], training=False)
         score = self.score(images, user_vector)
         realism = gan_lib.realism_penalty(self.discriminator([images, c_onehot], training=False), self.loss)
-        return images, score, realism
+        if self.classifier is None:
+            return images, score, realism, tf.zeros_like(score)
+        logits = self.classifier(upsample(images, int(self.classifier.resolution)), training=False)
+        off = tf.nn.softmax_cross_entropy_with_logits(labels=c_onehot, logits=tf.cast(logits, tf.float32))
+        return images, score, realism, off
+
+    def value(self, score, realism, off, eta):
+        return score - eta * realism - self.category_weight * off
 
     def _codes_and_category(self, category, starts, seed, salt):
         starts = tf.cast(starts, tf.int32)
@@ -127,7 +167,8 @@ class DesignObjective:
         return z0, c
 
 
-def build_design_fn(generator, discriminator, item_tower, rec_resolution: int, loss: str = "lsgan"):
+def build_design_fn(generator, discriminator, item_tower, rec_resolution: int, loss: str = "lsgan",
+                    latent: str = "free", classifier=None, category_weight: float = 0.0):
     """Returns a tf.function doing preference maximisation for one user and one category.
 
     ``design_fn(user_vector float32 [K], category int32 [], starts int32 [],
@@ -137,14 +178,16 @@ def build_design_fn(generator, discriminator, item_tower, rec_resolution: int, l
     * ``images`` float32 [R, H, W, 3] in [-1, 1] after S Adam steps,
     * ``score`` [R] = theta_u . Phi(up(images)) (the recommender's opinion),
     * ``realism`` [R] = (D - 1)^2 (or softplus(-D)),
-    * ``objective`` [R] = score - eta * realism,
+    * ``off_category`` [R] = the classifier's cross-entropy for the category (zeros without one),
+    * ``objective`` [R] = score - eta * realism - category_weight * off_category,
     * ``history`` [S + 1, R] objective at every visited z (row 0 = the random start),
     * ``z`` [R, noise_dim].
 
     Rows are in start order (not sorted). The starting codes are
     ``stateless_normal([R, noise_dim], seed=[seed, 0])``, so a seed reproduces a design.
     """
-    obj = DesignObjective(generator, discriminator, item_tower, rec_resolution, loss)
+    obj = DesignObjective(generator, discriminator, item_tower, rec_resolution, loss, latent, classifier,
+                          category_weight)
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.float32, name="user_vector"),
@@ -159,18 +202,19 @@ def build_design_fn(generator, discriminator, item_tower, rec_resolution: int, l
         z0, c = obj._codes_and_category(category, starts, seed, 0)
 
         def objective(z):
-            _, score, realism = obj.terms(z, c, user_vector)
-            return score - eta * realism
+            _, score, realism, off = obj.terms(z, c, user_vector)
+            return obj.value(score, realism, off, eta)
 
-        z, history = _adam_loop(objective, z0, steps, learning_rate, maximise=True)
-        images, score, realism = obj.terms(z, c, user_vector)
-        return {"images": images, "score": score, "realism": realism,
-                "objective": score - eta * realism, "history": history, "z": z}
+        z, history = _adam_loop(objective, z0, steps, learning_rate, maximise=True, latent=latent)
+        images, score, realism, off = obj.terms(z, c, user_vector)
+        return {"images": images, "score": score, "realism": realism, "off_category": off,
+                "objective": obj.value(score, realism, off, eta), "history": history, "z": z}
 
     return design_fn
 
 
-def build_modify_fn(generator, discriminator, item_tower, rec_resolution: int, loss: str = "lsgan"):
+def build_modify_fn(generator, discriminator, item_tower, rec_resolution: int, loss: str = "lsgan",
+                    latent: str = "free", classifier=None, category_weight: float = 0.0):
     """Returns a tf.function doing prototype modification of one item image for one user.
 
     ``modify_fn(user_vector float32 [K], image float32 [H, W, 3] in [-1, 1] at the
@@ -186,7 +230,8 @@ def build_modify_fn(generator, discriminator, item_tower, rec_resolution: int, l
     * ``l1_before`` / ``l1_after``: mean |G - image| of ``before`` / ``after``,
     * ``invert_history`` [invert_steps + 1, R] L1 per start, ``history`` [S + 1, 1] objective.
     """
-    obj = DesignObjective(generator, discriminator, item_tower, rec_resolution, loss)
+    obj = DesignObjective(generator, discriminator, item_tower, rec_resolution, loss, latent, classifier,
+                          category_weight)
     res = int(generator.outputs[0].shape[1])
 
     @tf.function(input_signature=[
@@ -209,17 +254,17 @@ def build_modify_fn(generator, discriminator, item_tower, rec_resolution: int, l
         def l1(z):
             return tf.reduce_mean(tf.abs(generator([z, c], training=False) - target), axis=[1, 2, 3])
 
-        z_inv, invert_history = _adam_loop(l1, z0, invert_steps, learning_rate, maximise=False)
+        z_inv, invert_history = _adam_loop(l1, z0, invert_steps, learning_rate, maximise=False, latent=latent)
         best = tf.argmin(invert_history[-1])
         z_start = z_inv[best][None]
         c1 = c[:1]
 
         def objective(z):
-            images, score, realism = obj.terms(z, c1, user_vector)
+            images, score, realism, off = obj.terms(z, c1, user_vector)
             dist = tf.reduce_mean(tf.abs(images - target), axis=[1, 2, 3])
-            return score - eta * realism - proximity * dist
+            return obj.value(score, realism, off, eta) - proximity * dist
 
-        z_end, history = _adam_loop(objective, z_start, steps, learning_rate, maximise=True)
+        z_end, history = _adam_loop(objective, z_start, steps, learning_rate, maximise=True, latent=latent)
         before = generator([z_start, c1], training=False)
         after = generator([z_end, c1], training=False)
         scores = obj.score(tf.concat([target, before, after], 0), user_vector)
@@ -248,9 +293,11 @@ class DesignResult:
     history: np.ndarray
     """float32 [S + 1, R]: objective at each step (columns in the sorted order)."""
     objective: np.ndarray = None
-    """float32 [R]: final objective, score - eta * realism."""
+    """float32 [R]: final objective, score - eta * realism - category_weight * off_category."""
     realism: np.ndarray = None
     """float32 [R]: realism penalty (D - 1)^2."""
+    off_category: np.ndarray = None
+    """float32 [R]: the category classifier's cross-entropy for the category (zeros without one)."""
     true_scores: np.ndarray | None = None
     """float32 [R] from ``true_score_fn`` (e.g. simulated users' true preference), or None."""
     z: np.ndarray = None
@@ -264,13 +311,16 @@ class DesignResult:
 _FN_CACHE: dict = {}
 
 
-def _cached(builder, generator, discriminator, item_tower, rec_resolution, loss):
-    # One traced function per (networks, resolution, loss), so repeated calls do not retrace.
-    # The networks are kept in the entry so their ids cannot be reused by other objects.
-    key = (builder.__name__, id(generator), id(discriminator), id(item_tower), int(rec_resolution), loss)
+def _cached(builder, generator, discriminator, item_tower, rec_resolution, loss, design_cfg, classifier):
+    # One traced function per (networks, resolution, loss, latent, category term), so repeated calls do
+    # not retrace. The networks are kept in the entry so their ids cannot be reused by other objects.
+    nets = (generator, discriminator, item_tower, classifier)
+    settings = (int(rec_resolution), loss, design_cfg.latent, float(design_cfg.category_weight))
+    key = (builder.__name__, *map(id, nets), *settings)
     if key not in _FN_CACHE:
-        _FN_CACHE[key] = (builder(generator, discriminator, item_tower, rec_resolution, loss),
-                          generator, discriminator, item_tower)
+        _FN_CACHE[key] = (builder(generator, discriminator, item_tower, int(rec_resolution), loss,
+                                  latent=design_cfg.latent, classifier=classifier,
+                                  category_weight=float(design_cfg.category_weight)), nets)
     return _FN_CACHE[key][0]
 
 
@@ -282,7 +332,7 @@ def _check_category(category, generator):
 
 def maximise_preference(generator, discriminator, item_tower, user_vector, category, design_cfg,
                         rec_resolution: int, seed: int = 0, loss: str = "lsgan", eta: float | None = None,
-                        true_score_fn=None) -> DesignResult:
+                        true_score_fn=None, classifier=None) -> DesignResult:
     """Designs ``design_cfg.starts`` images of ``category`` for one user (eager wrapper of ``build_design_fn``).
 
     Args:
@@ -290,19 +340,23 @@ def maximise_preference(generator, discriminator, item_tower, user_vector, categ
       item_tower: images float [-1, 1] [B, rec_resolution, rec_resolution, 3] -> [B, K].
       user_vector: theta_u, float [K].
       category: category index (the GAN's numbering).
-      design_cfg: ``DesignConfig`` (starts, steps, learning_rate, eta).
+      design_cfg: ``DesignConfig`` (starts, steps, learning_rate, eta, latent, category_weight).
       rec_resolution: the item tower's input side.
       seed: seeds the random starts.
       loss: the GAN's loss (chooses the realism penalty).
       eta: overrides ``design_cfg.eta`` when given.
       true_score_fn: optional callable(images float [-1, 1] [R, H, W, 3] tf.Tensor) -> [R],
         evaluated on the final designs only (e.g. a simulated user's true preference).
+      classifier: the category classifier of the category term (a ``CategoryClassifier``:
+        logits for float [-1, 1] images at its ``resolution``); needed when
+        ``design_cfg.category_weight`` > 0.
 
     Returns:
       A ``DesignResult`` (``images, scores, history = result`` also works), best objective first.
     """
     _check_category(category, generator)
-    fn = _cached(build_design_fn, generator, discriminator, item_tower, rec_resolution, loss)
+    fn = _cached(build_design_fn, generator, discriminator, item_tower, rec_resolution, loss, design_cfg,
+                 classifier)
     out = fn(tf.convert_to_tensor(user_vector, tf.float32), tf.constant(int(category), tf.int32),
              tf.constant(int(design_cfg.starts), tf.int32), tf.constant(int(design_cfg.steps), tf.int32),
              tf.constant(float(design_cfg.eta if eta is None else eta), tf.float32),
@@ -315,12 +369,13 @@ def maximise_preference(generator, discriminator, item_tower, user_vector, categ
         images=gan_lib.to_uint8(tf.gather(out["images"], order)).numpy(),
         scores=out["score"].numpy()[order], history=out["history"].numpy()[:, order],
         objective=out["objective"].numpy()[order], realism=out["realism"].numpy()[order],
+        off_category=out["off_category"].numpy()[order],
         true_scores=true_scores, z=out["z"].numpy()[order])
 
 
 def modify_prototype(generator, discriminator, item_tower, user_vector, item_image, category, design_cfg,
                      rec_resolution: int, seed: int = 0, loss: str = "lsgan", eta: float | None = None,
-                     true_score_fn=None) -> dict:
+                     true_score_fn=None, classifier=None) -> dict:
     """Modifies one item image towards a user's taste (eager wrapper of ``build_modify_fn``).
 
     Args:
@@ -344,7 +399,8 @@ def modify_prototype(generator, discriminator, item_tower, user_vector, item_ima
     if image.dtype == tf.uint8:
         image = tf.cast(image, tf.float32) / 127.5 - 1.0
     image = upsample(tf.cast(image[None], tf.float32), res)[0]
-    fn = _cached(build_modify_fn, generator, discriminator, item_tower, rec_resolution, loss)
+    fn = _cached(build_modify_fn, generator, discriminator, item_tower, rec_resolution, loss, design_cfg,
+                 classifier)
     out = fn(tf.convert_to_tensor(user_vector, tf.float32), image, tf.constant(int(category), tf.int32),
              tf.constant(int(design_cfg.starts), tf.int32), tf.constant(int(design_cfg.invert_steps), tf.int32),
              tf.constant(int(design_cfg.steps), tf.int32),
@@ -389,6 +445,8 @@ class Designer:
     """The GAN run's full Config (its ``design`` section gives defaults)."""
     rec_resolution: int
     loss: str = "lsgan"
+    classifier: object = None
+    """The category classifier of the category term (``load_category_classifier``), or None."""
     _item_embeddings: np.ndarray | None = None
 
     @property
@@ -447,8 +505,24 @@ class Designer:
         return getattr(self.dataset, "extra", {}).get("users")
 
 
-def load_designer(rec_workdir: str, gan_workdir: str, best: bool = True) -> Designer:
-    """Loads a trained DVBPR (``tfmodels.training.recommender.load_dvbpr``) and GAN (``load_gan``)."""
+def load_category_classifier(workdir: str, category_names) -> tf.keras.Model:
+    """The category classifier in ``workdir`` (``tfmodels train classifier``), checked against the GAN's
+    ``category_names`` (same names in the same order, or the category term would push towards the wrong one)."""
+    from tfmodels.training.baselines import load_classifier
+    from tfmodels.training.loop import read_model_json
+
+    names = list(read_model_json(workdir).get("category_names", []))
+    if [n.lower() for n in names] != [str(n).lower() for n in category_names]:
+        raise ValueError(f"category classifier {workdir}: its categories {names} are not the GAN's "
+                         f"{list(category_names)} (same names, same order)")
+    return load_classifier(workdir)[0]
+
+
+def load_designer(rec_workdir: str, gan_workdir: str, best: bool = True,
+                  classifier_workdir: str | None = None) -> Designer:
+    """Loads a trained DVBPR (``tfmodels.training.recommender.load_dvbpr``) and GAN (``load_gan``), and the
+    category classifier of ``classifier_workdir`` (default: the GAN run's ``design.classifier_from``; none
+    when empty)."""
     from tfmodels.training.gan import load_gan
     from tfmodels.training.recommender import load_dvbpr
 
@@ -456,9 +530,12 @@ def load_designer(rec_workdir: str, gan_workdir: str, best: bool = True) -> Desi
     model, dataset, _split, images = load_dvbpr(rec_workdir, best=best)
     users = np.asarray(model.user_embedding.embeddings.numpy(), np.float32)
     rec_resolution = int(getattr(model, "resolution", images.shape[1]))
+    if classifier_workdir is None:
+        classifier_workdir = gan_cfg.design.classifier_from
+    classifier = load_category_classifier(classifier_workdir, meta["category_names"]) if classifier_workdir else None
     return Designer(generator=generator, discriminator=discriminator, item_tower=model.item_tower,
                     user_vectors=users, dataset=dataset, images=images, gan_meta=meta, gan_cfg=gan_cfg,
-                    rec_resolution=rec_resolution, loss=meta.get("loss", gan_cfg.gan.loss))
+                    rec_resolution=rec_resolution, loss=meta.get("loss", gan_cfg.gan.loss), classifier=classifier)
 
 
 def _index_of(kind: str, ids, value) -> int:

@@ -29,6 +29,15 @@ def _common(p) -> None:
     p.add_argument("--starts", type=int, default=None, help="random latent starts (default: design.starts)")
     p.add_argument("--steps", type=int, default=None, help="Adam steps on z (default: design.steps)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate on z (default: design.learning_rate)")
+    p.add_argument("--latent", choices=("free", "sphere"), default=None,
+                   help="free: plain Adam on z (the paper's); sphere: each code keeps the norm of its random "
+                        "start (default: design.latent)")
+    p.add_argument("--category-weight", type=float, default=None,
+                   help="weight kappa of the category term -kappa * CE(classifier(G(z, c)), c), which keeps "
+                        "designs in their category; 0 = the paper's objective (default: design.category_weight)")
+    p.add_argument("--classifier-workdir", default=None,
+                   help="category classifier for the category term (tfmodels train classifier --workdir C) "
+                        "(default: design.classifier_from)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random starts (default 0)")
     p.add_argument("--last", action="store_true", help="use the recommender's last checkpoint, not W/best")
     p.add_argument("--out", required=True, help="PNG to write")
@@ -64,8 +73,9 @@ def _check_positive(args) -> None:
 def _design_cfg(designer, args):
     cfg = copy.deepcopy(designer.gan_cfg.design)
     for field, value in (("eta", args.eta), ("starts", args.starts), ("steps", args.steps),
-                         ("learning_rate", args.lr), ("invert_steps", getattr(args, "invert_steps", None)),
-                         ("proximity", getattr(args, "proximity", None))):
+                         ("learning_rate", args.lr), ("latent", args.latent),
+                         ("category_weight", args.category_weight),
+                         ("invert_steps", getattr(args, "invert_steps", None)), ("proximity", getattr(args, "proximity", None))):
         if value is not None:
             setattr(cfg, field, value)
     return cfg
@@ -89,7 +99,8 @@ def _true_score_fn(designer, user: int):
 def _load(args):
     _check_positive(args)
     from tfmodels import design as design_lib
-    return design_lib.load_designer(args.rec_workdir, args.gan_workdir, best=not args.last)
+    return design_lib.load_designer(args.rec_workdir, args.gan_workdir, best=not args.last,
+                                    classifier_workdir=args.classifier_workdir)
 
 
 def run_design(args) -> int:
@@ -105,13 +116,14 @@ def run_design(args) -> int:
     true_fn = _true_score_fn(designer, user)
     result = design_lib.maximise_preference(
         designer.generator, designer.discriminator, designer.item_tower, theta, category, cfg,
-        designer.rec_resolution, seed=args.seed, loss=designer.loss, true_score_fn=true_fn)
+        designer.rec_resolution, seed=args.seed, loss=designer.loss, true_score_fn=true_fn,
+        classifier=designer.classifier)
 
     items = designer.items_of_category(category)
     report = {"user": args.user, "category": designer.category_names[category], "eta": cfg.eta,
-              "starts": cfg.starts, "steps": cfg.steps,
+              "starts": cfg.starts, "steps": cfg.steps, "latent": cfg.latent, "category_weight": cfg.category_weight,
               "scores": result.scores.tolist(), "realism": result.realism.tolist(),
-              "objective": result.objective.tolist(),
+              "objective": result.objective.tolist(), "off_category": result.off_category.tolist(),
               "objective_start": result.history[0].tolist()}
     tiles, labels = list(result.images), [f"{s:.2f}" for s in result.scores]
     if len(items):
@@ -159,10 +171,10 @@ def run_modify(args) -> int:
     out = design_lib.modify_prototype(
         designer.generator, designer.discriminator, designer.item_tower, theta, np.asarray(designer.images[item]),
         category, cfg, designer.rec_resolution, seed=args.seed, loss=designer.loss,
-        true_score_fn=_true_score_fn(designer, user))
+        true_score_fn=_true_score_fn(designer, user), classifier=designer.classifier)
     catalogue_score = float(designer.item_embeddings()[item] @ theta)
     report = {"user": args.user, "item": args.item, "category": designer.category_names[category],
-              "eta": cfg.eta, "proximity": cfg.proximity,
+              "eta": cfg.eta, "proximity": cfg.proximity, "latent": cfg.latent,
               "score_item": catalogue_score, "score_original_at_gan_size": out["score_original"],
               "score_before": out["score_before"], "score_after": out["score_after"],
               "l1_before": out["l1_before"], "l1_after": out["l1_after"]}
