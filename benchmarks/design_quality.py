@@ -507,10 +507,10 @@ def plot_tradeoff(name: str, rows: list[dict], simulated: bool, path: str) -> No
                 ax.plot([rnd[0][key]], [rnd[0][metric]], "x", color="grey")
             if extra:
                 ax.plot([r[key] for r in extra], [r[metric] for r in extra], style[0], color="black",
-                        fillstyle="none", label=f"{label}, with category term")
+                        fillstyle="none", label=f"{label}, eta=1 + category term kappa")
                 for r in extra:
-                    ax.annotate(f"eta={r['eta']:g}, kappa={r['category_weight']:g}", (r[key], r[metric]),
-                                fontsize=7, textcoords="offset points", xytext=(4, -10))
+                    ax.annotate(f"k={r['category_weight']:g}", (r[key], r[metric]),
+                                fontsize=7, textcoords="offset points", xytext=(3, -9))
         ax.set_xlabel(xlabel)
         ax.set_ylabel("share of (user, category) pairs")
         ax.set_ylim(-0.05, 1.05)

@@ -39,6 +39,7 @@ def _write_generic(folder, n_items=24, n_users=10, seed=0):
 
 @pytest.fixture(scope="module")
 def workdirs(tmp_path_factory):
+    from tfmodels.training.baselines import train_classifier
     from tfmodels.training.gan import train_gan
     from tfmodels.training.recommender import train_dvbpr
 
@@ -51,15 +52,17 @@ def workdirs(tmp_path_factory):
     cfg.train.steps_per_loop, cfg.train.batch_size = 4, 8
     cfg.gan.resolution, cfg.gan.steps, cfg.gan.batch_size, cfg.gan.sample_every = 16, 2, 8, 2
     cfg.train.histogram_every = 0
-    rec, gan = str(root / "rec"), str(root / "gan")
+    rec, gan, clf = str(root / "rec"), str(root / "gan"), str(root / "clf")
     train_dvbpr(cfg, rec)
     train_gan(cfg, gan)
-    return rec, gan, root
+    cfg.baseline.classifier_steps = 4
+    train_classifier(cfg, clf)
+    return rec, gan, root, clf
 
 
 @pytest.mark.slow
 def test_design_writes_grid_and_prints_scores(workdirs, capsys):
-    rec, gan, root = workdirs
+    rec, gan, root, _ = workdirs
     out = str(root / "grid.png")
     code = main(["design", "--rec-workdir", rec, "--gan-workdir", gan, "--user", "user3", "--category", "Shoe",
                  "--starts", "3", "--steps", "2", "--out", out])
@@ -74,7 +77,7 @@ def test_design_writes_grid_and_prints_scores(workdirs, capsys):
 
 @pytest.mark.slow
 def test_modify_writes_before_after(workdirs, capsys):
-    rec, gan, root = workdirs
+    rec, gan, root, _ = workdirs
     out = str(root / "ba.png")
     code = main(["modify", "--rec-workdir", rec, "--gan-workdir", gan, "--user", "user1", "--item", "item4",
                  "--invert-steps", "3", "--steps", "2", "--starts", "2", "--out", out])
@@ -93,7 +96,7 @@ def test_modify_writes_before_after(workdirs, capsys):
     ("--steps", "0", "--steps must be"),
 ])
 def test_bad_ids_are_clear_errors(workdirs, capsys, flag, value, message):
-    rec, gan, root = workdirs
+    rec, gan, root, _ = workdirs
     args = {"--user": "user1", "--category": "top", "--steps": "1"}
     args[flag] = value
     argv = ["design", "--rec-workdir", rec, "--gan-workdir", gan, "--out", str(root / "x.png")]
@@ -104,8 +107,35 @@ def test_bad_ids_are_clear_errors(workdirs, capsys, flag, value, message):
 
 
 @pytest.mark.slow
+def test_design_with_category_term_and_sphere(workdirs, capsys):
+    rec, gan, root, clf = workdirs
+    code = main(["design", "--rec-workdir", rec, "--gan-workdir", gan, "--user", "user2", "--category", "bag",
+                 "--starts", "3", "--steps", "2", "--latent", "sphere", "--category-weight", "2",
+                 "--classifier-workdir", clf, "--out", str(root / "cat.png")])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["latent"] == "sphere" and report["category_weight"] == 2.0
+    assert len(report["off_category"]) == 3 and all(x > 0 for x in report["off_category"])
+    np.testing.assert_allclose(report["objective"], np.array(report["scores"]) - np.array(report["realism"])
+                               - 2.0 * np.array(report["off_category"]), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra, message", [
+    (["--category-weight", "2"], "needs a category classifier"),
+    (["--category-weight", "2", "--classifier-workdir", "REC"], "not a classifier"),
+])
+def test_category_term_errors(workdirs, capsys, extra, message):
+    rec, gan, root, _ = workdirs
+    argv = ["design", "--rec-workdir", rec, "--gan-workdir", gan, "--user", "user1", "--category", "top",
+            "--steps", "1", "--out", str(root / "z.png")] + [rec if x == "REC" else x for x in extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_modify_unknown_item(workdirs, capsys):
-    rec, gan, root = workdirs
+    rec, gan, root, _ = workdirs
     assert main(["modify", "--rec-workdir", rec, "--gan-workdir", gan, "--user", "user1", "--item", "nope",
                  "--out", str(root / "y.png")]) == 2
     assert "unknown item 'nope'" in capsys.readouterr().err

@@ -511,11 +511,12 @@ def load_category_classifier(workdir: str, category_names) -> tf.keras.Model:
     from tfmodels.training.baselines import load_classifier
     from tfmodels.training.loop import read_model_json
 
+    classifier = load_classifier(workdir)[0]  # checks that it is a classifier
     names = list(read_model_json(workdir).get("category_names", []))
     if [n.lower() for n in names] != [str(n).lower() for n in category_names]:
         raise ValueError(f"category classifier {workdir}: its categories {names} are not the GAN's "
                          f"{list(category_names)} (same names, same order)")
-    return load_classifier(workdir)[0]
+    return classifier
 
 
 def load_designer(rec_workdir: str, gan_workdir: str, best: bool = True,
