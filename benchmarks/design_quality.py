@@ -173,8 +173,9 @@ def train_within_budget(train_fn, cfg, section: str, max_steps: int, chunk: int,
 
 
 def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", gan_dir: str = "",
-                 train_gan_now: bool = True, reuse: bool = False, classifier_dir: str = ""):
-    """Trains (or reuses) DVBPR and the GAN within the mode's time budgets; returns what the evaluation needs.
+                 train_gan_now: bool = True, reuse: bool = False, classifier_dir: str | None = ""):
+    """Trains (or reuses) DVBPR and the GAN within the mode's time budgets, and the category classifier
+    (default ``root/classifier``; none when ``classifier_dir`` is None); returns what the evaluation needs.
 
     ``gan_dir`` defaults to ``root/gan``; with ``train_gan_now`` False the GAN there is used as it is
     (the hm-* setups share one GAN: same images, categories and settings). With ``reuse``, a
@@ -225,16 +226,19 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
 
     # The category classifier of the design's category term: the project's CNN-F classifier trained on
     # the catalogue (not the judge, a different network trained on other images, which grades the designs).
-    classifier_dir = classifier_dir or os.path.join(root, "classifier")
-    if os.path.exists(os.path.join(classifier_dir, "model.json")):
-        log(f"{name}: reusing the category classifier in {classifier_dir}")
-    else:
-        ccfg = copy.deepcopy(cfg)
-        ccfg.baseline.classifier_steps = mode["classifier_steps"]
-        t2 = time.time()
-        baselines.train_classifier(ccfg, classifier_dir, dataset)
-        log(f"{name}: category classifier, {mode['classifier_steps']} steps in {(time.time() - t2) / 60:.1f} min")
-    classifier, _ = baselines.load_classifier(classifier_dir)
+    classifier = None
+    if classifier_dir is not None:
+        classifier_dir = classifier_dir or os.path.join(root, "classifier")
+        if os.path.exists(os.path.join(classifier_dir, "model.json")):
+            log(f"{name}: reusing the category classifier in {classifier_dir}")
+        else:
+            ccfg = copy.deepcopy(cfg)
+            ccfg.baseline.classifier_steps = mode["classifier_steps"]
+            t2 = time.time()
+            baselines.train_classifier(ccfg, classifier_dir, dataset)
+            log(f"{name}: category classifier, {mode['classifier_steps']} steps in "
+                f"{(time.time() - t2) / 60:.1f} min")
+        classifier, _ = baselines.load_classifier(classifier_dir)
     return {"dataset": dataset, "split": split, "rec_images": rec_images, "gan_images": gan_images,
             "model": model, "generator": generator, "discriminator": discriminator, "gan_meta": meta,
             "classifier": classifier,
@@ -401,7 +405,8 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                        true_mean=float(np.mean([p["true"] for p in pairs])),
                        true_real_p90_mean=float(np.mean([p["true_real_p90"] for p in pairs])))
         rows.append(row)
-        log(f"{name}: eta={row['eta']} ({objective} objective, category term {kappa:g}): > max real (model) {fmt(row['above_max_model'])}"
+        log(f"{name}: eta={row['eta']} ({objective} objective, category term {kappa:g}): "
+            f"> max real (model) {fmt(row['above_max_model'])}"
             + (f", > p90 real (true) {row['above_p90_true']:.2f}" if sim is not None else "")
             + f", cond. acc {row['conditional_accuracy']:.2f}, FD {row['frechet']:.2f}, "
               f"novelty {row['novelty_mean']:.3f} (real {row['novelty_real_mean']:.3f}) ({row['seconds']:.0f}s)")
@@ -638,9 +643,12 @@ def main(argv=None) -> int:
         os.makedirs(root, exist_ok=True)
         # One GAN for both H&M setups: they differ in users, not in images or categories.
         gan_dir = os.path.join(args.out, "hm-gan") if name.startswith("hm") else ""
+        classifier_dir = os.path.join(args.out, "hm-classifier") if name.startswith("hm") else ""
+        if not (weights or cfg.design.category_weight > 0):
+            classifier_dir = None  # no row uses the category term
         trained = train_models(name, cfg, root, mode, reuse.get(name, ""), gan_dir,
                                train_gan_now=gan_dir not in gans_trained, reuse=args.reuse,
-                               classifier_dir=os.path.join(args.out, "hm-classifier") if name.startswith("hm") else "")
+                               classifier_dir=classifier_dir)
         gans_trained.add(gan_dir)
         res = evaluate_setup(name, cfg, trained, mode, args.out, category_weights=weights)
         res["minutes"] = (time.time() - t0) / 60

@@ -112,10 +112,10 @@ class DesignerModule(tf.Module):
         self._known_categories = ", ".join(names)
         # The in-graph optimisation of tfmodels.design, wrapped unchanged. A plain
         # namespace is not tracked, so they are not saved as extra module functions.
-        nets = (generator, discriminator, item_tower, self.rec_resolution, loss, latent, self.classifier,
-                self.category_weight)
-        self._fns = types.SimpleNamespace(design=design_lib.build_design_fn(*nets),
-                                          modify=design_lib.build_modify_fn(*nets))
+        build_args = (generator, discriminator, item_tower, self.rec_resolution, loss, latent, self.classifier,
+                      self.category_weight)
+        self._fns = types.SimpleNamespace(design=design_lib.build_design_fn(*build_args),
+                                          modify=design_lib.build_modify_fn(*build_args))
 
     # -- helpers (graph code)
 

@@ -75,7 +75,8 @@ def _design_cfg(designer, args):
     for field, value in (("eta", args.eta), ("starts", args.starts), ("steps", args.steps),
                          ("learning_rate", args.lr), ("latent", args.latent),
                          ("category_weight", args.category_weight),
-                         ("invert_steps", getattr(args, "invert_steps", None)), ("proximity", getattr(args, "proximity", None))):
+                         ("invert_steps", getattr(args, "invert_steps", None)),
+                         ("proximity", getattr(args, "proximity", None))):
         if value is not None:
             setattr(cfg, field, value)
     return cfg
