@@ -135,6 +135,10 @@ class GanConfig:
     """Per-category image grid to TensorBoard every this many steps."""
 
 
+LATENTS = ("free", "sphere")
+"""Choices of DesignConfig.latent."""
+
+
 @dataclass
 class DesignConfig:
     """Preference maximisation and prototype modification in the GAN's latent space."""
@@ -148,7 +152,7 @@ class DesignConfig:
     learning_rate: float = 0.1
     """Adam learning rate on z."""
     latent: str = "free"
-    """Where the Adam steps may take z: free (as in the paper) or sphere (each code keeps the
+    """One of LATENTS. Where the Adam steps may take z: free (as in the paper) or sphere (each code keeps the
     norm of its random start, the shell where the generator's training noise lies)."""
     category_weight: float = 0.0
     """kappa of a category term - kappa * CE(classifier(G(z, c)), c) that keeps designs in their

@@ -45,10 +45,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
+from tfmodels.config import LATENTS
 from tfmodels.models import gan as gan_lib
+from tfmodels.models.classifier import cross_entropy_per_example
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
-LATENTS = ("free", "sphere")
 
 
 def upsample(images: tf.Tensor, resolution: int) -> tf.Tensor:
@@ -152,7 +153,7 @@ class DesignObjective:
         if self.classifier is None:
             return images, score, realism, tf.zeros_like(score)
         logits = self.classifier(upsample(images, int(self.classifier.resolution)), training=False)
-        off = tf.nn.softmax_cross_entropy_with_logits(labels=c_onehot, logits=tf.cast(logits, tf.float32))
+        off = cross_entropy_per_example(tf.argmax(c_onehot, axis=-1, output_type=tf.int32), tf.cast(logits, tf.float32))
         return images, score, realism, off
 
     def value(self, score, realism, off, eta):
@@ -505,11 +506,15 @@ class Designer:
         return getattr(self.dataset, "extra", {}).get("users")
 
 
-def load_category_classifier(workdir: str, category_names) -> tf.keras.Model:
+def load_category_classifier(workdir: str, category_names):
     """The category classifier in ``workdir`` (``tfmodels train classifier``), checked against the GAN's
-    ``category_names`` (same names in the same order, or the category term would push towards the wrong one)."""
+    ``category_names`` (same names in the same order, or the category term would push towards the wrong one);
+    None when ``workdir`` is empty."""
     from tfmodels.training.baselines import load_classifier
     from tfmodels.training.loop import read_model_json
+
+    if not workdir:
+        return None
 
     classifier = load_classifier(workdir)[0]  # checks that it is a classifier
     names = list(read_model_json(workdir).get("category_names", []))
@@ -533,7 +538,7 @@ def load_designer(rec_workdir: str, gan_workdir: str, best: bool = True,
     rec_resolution = int(getattr(model, "resolution", images.shape[1]))
     if classifier_workdir is None:
         classifier_workdir = gan_cfg.design.classifier_from
-    classifier = load_category_classifier(classifier_workdir, meta["category_names"]) if classifier_workdir else None
+    classifier = load_category_classifier(classifier_workdir, meta["category_names"])
     return Designer(generator=generator, discriminator=discriminator, item_tower=model.item_tower,
                     user_vectors=users, dataset=dataset, images=images, gan_meta=meta, gan_cfg=gan_cfg,
                     rec_resolution=rec_resolution, loss=meta.get("loss", gan_cfg.gan.loss), classifier=classifier)

@@ -20,6 +20,8 @@ import json
 
 import numpy as np
 
+from tfmodels.config import LATENTS
+
 
 def _common(p) -> None:
     p.add_argument("--rec-workdir", required=True, help="DVBPR work directory (tfmodels train dvbpr --workdir R)")
@@ -29,7 +31,7 @@ def _common(p) -> None:
     p.add_argument("--starts", type=int, default=None, help="random latent starts (default: design.starts)")
     p.add_argument("--steps", type=int, default=None, help="Adam steps on z (default: design.steps)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate on z (default: design.learning_rate)")
-    p.add_argument("--latent", choices=("free", "sphere"), default=None,
+    p.add_argument("--latent", choices=LATENTS, default=None,
                    help="free: plain Adam on z (the paper's); sphere: each code keeps the norm of its random "
                         "start (default: design.latent)")
     p.add_argument("--category-weight", type=float, default=None,

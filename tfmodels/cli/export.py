@@ -97,12 +97,8 @@ def export_all(rec_workdir: str, gan_workdir: str, export_base: str, version: in
 
         log(f"[export] loading the GAN from {gan_workdir}")
         generator, discriminator, gan_cfg, meta = load_gan(gan_workdir)
-        classifier = None
-        if gan_cfg.design.category_weight > 0:
-            if not gan_cfg.design.classifier_from:
-                raise ValueError(f"{gan_workdir}: design.category_weight = {gan_cfg.design.category_weight} "
-                                 "needs design.classifier_from (a category classifier work directory)")
-            classifier = load_category_classifier(gan_cfg.design.classifier_from, meta["category_names"])
+        # design.category_weight > 0 without a classifier is the design objective's own error.
+        classifier = load_category_classifier(gan_cfg.design.classifier_from, meta["category_names"])
         designer = Designer(generator=generator, discriminator=discriminator, item_tower=model.item_tower,
                             user_vectors=np.asarray(model.user_embedding.embeddings.numpy(), np.float32),
                             dataset=dataset, images=images, gan_meta=meta, gan_cfg=gan_cfg,
