@@ -117,3 +117,22 @@ def test_trains_under_two_replica_mirrored_strategy(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2 and result["step"] == 2
     assert all(np.isfinite(v) for v in result["losses"].values())
+
+
+@pytest.mark.slow
+def test_grey_generator_trains_and_reloads_with_equal_channels(tmp_path, capsys):
+    images, cats, names, _ = _toy_data()
+    images[..., 1] = images[..., 2] = images[..., 0]  # a grey catalogue
+    cfg = _cfg(2)
+    gan_training.train_gan(cfg, str(tmp_path / "rgb"), data=(images, cats, names, "toy"))
+    assert "are grey: consider --set gan.grey=true" in capsys.readouterr().out
+
+    cfg.gan.grey = True
+    gan_training.train_gan(cfg, str(tmp_path / "grey"), data=(images, cats, names, "toy"))
+    assert "are grey" not in capsys.readouterr().out
+    g, _, cfg2, _ = gan_training.load_gan(str(tmp_path / "grey"))
+    assert cfg2.gan.grey and g.get_layer("to_rgb").filters == 1
+    x = g([tf.random.normal([4, 16]), gan_lib.onehot([0, 1, 2, 0], 3)], training=False).numpy()
+    assert x.shape == (4, 16, 16, 3) and np.ptp(x) > 0
+    np.testing.assert_array_equal(x[..., 0], x[..., 1])
+    np.testing.assert_array_equal(x[..., 0], x[..., 2])

@@ -133,6 +133,10 @@ class GanConfig:
     """Global batch size of real images."""
     sample_every: int = 1000
     """Per-category image grid to TensorBoard every this many steps."""
+    grey: bool = False
+    """Generate grey images: the generator's last layer gives one channel, repeated as R, G and B.
+    For grey catalogues such as Fashion-MNIST, where three free channels only add colour noise
+    (which the design search then exploits: the recommender never saw colour)."""
 
 
 LATENTS = ("free", "sphere")

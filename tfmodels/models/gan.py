@@ -4,8 +4,9 @@ Generator ``G(z, c)``: the noise ``z`` [B, noise_dim] is concatenated with the
 one-hot category ``c`` [B, C], projected by a dense layer to a 4x4x(8*base)
 tensor, then doubled in size by 5x5 stride-2 transposed convolutions (batch
 norm + leaky ReLU, channels halving each time) up to the requested resolution,
-where a last transposed convolution gives 3 channels and ``tanh`` maps them to
-[-1, 1] (the project's one pixel range, see ``tfmodels.data.images.to_model_input``).
+where a last transposed convolution gives 3 channels (or, with ``gan.grey``, one
+channel repeated as R, G and B) and ``tanh`` maps them to [-1, 1] (the project's
+one pixel range, see ``tfmodels.data.images.to_model_input``).
 
 Discriminator ``D(x, c)``: the one-hot category is tiled to C constant image
 planes and concatenated to the image channels (the paper injects the category
@@ -57,13 +58,14 @@ def _num_upsamplings(resolution: int) -> int:
 
 
 def build_generator(noise_dim: int, num_categories: int, resolution: int = 64,
-                    base_channels: int = 64, name: str = "generator") -> tf.keras.Model:
+                    base_channels: int = 64, grey: bool = False, name: str = "generator") -> tf.keras.Model:
     """Builds G: ([z float [B, noise_dim], onehot float [B, C]]) -> images float [B, R, R, 3] in [-1, 1].
 
     4x4x(8*base) -> transposed convs 5x5/2 with batch norm + leaky ReLU (0.2),
     channels 8b, 4b, 2b, ... (never below base) -> last transposed conv to 3
-    channels -> tanh. Call with ``training=True`` while training the GAN (batch
-    statistics), ``training=False`` everywhere else (moving averages).
+    channels (``grey``: to 1, repeated three times) -> tanh. Call with
+    ``training=True`` while training the GAN (batch statistics),
+    ``training=False`` everywhere else (moving averages).
     """
     if num_categories < 1:
         raise ValueError(f"build_generator: num_categories={num_categories}, need at least 1")
@@ -84,9 +86,11 @@ def build_generator(noise_dim: int, num_categories: int, resolution: int = 64,
                                             kernel_initializer=_init(), name=f"up{i}")(h)
         h = tf.keras.layers.BatchNormalization(momentum=0.9, name=f"up{i}_bn")(h)
         h = tf.keras.layers.LeakyReLU(0.2)(h)
-    h = tf.keras.layers.Conv2DTranspose(3, 5, strides=2, padding="same", kernel_initializer=_init(),
-                                        name="to_rgb")(h)
-    out = tf.keras.layers.Activation("tanh", dtype="float32", name="image")(h)
+    h = tf.keras.layers.Conv2DTranspose(1 if grey else 3, 5, strides=2, padding="same",
+                                        kernel_initializer=_init(), name="to_rgb")(h)
+    out = tf.keras.layers.Activation("tanh", dtype="float32", name="image" if not grey else "grey")(h)
+    if grey:
+        out = tf.keras.layers.Concatenate(name="image")([out, out, out])
     return tf.keras.Model([z, c], out, name=name)
 
 
@@ -141,7 +145,8 @@ def build_gan(gan_cfg, num_categories: int) -> tuple[tf.keras.Model, tf.keras.Mo
     """Builds (generator, discriminator) from a ``GanConfig``."""
     if gan_cfg.loss not in LOSSES:
         raise ValueError(f"gan.loss={gan_cfg.loss!r}: choose one of {LOSSES}")
-    g = build_generator(gan_cfg.noise_dim, num_categories, gan_cfg.resolution, gan_cfg.base_channels)
+    g = build_generator(gan_cfg.noise_dim, num_categories, gan_cfg.resolution, gan_cfg.base_channels,
+                        grey=gan_cfg.grey)
     d = build_discriminator(num_categories, gan_cfg.resolution, gan_cfg.base_channels)
     return g, d
 

@@ -277,6 +277,14 @@ def train_gan(cfg, workdir: str, strategy=None, data=None) -> dict:
     from tfmodels.training.strategy import build_strategy
 
     images, categories, names, dataset_name = data if data is not None else prepare_gan_data(cfg)
+    sample = np.asarray(images[:512])
+    grey_data = bool(np.all(sample[..., :1] == sample[..., 1:]))
+    if grey_data and not cfg.gan.grey:
+        print(f"[gan] the training images of {dataset_name or 'the dataset'} are grey: consider "
+              "--set gan.grey=true (three free output channels only add colour noise)", flush=True)
+    elif cfg.gan.grey and not grey_data:
+        print(f"[gan] gan.grey=true: the generator gives grey images, but the training images of "
+              f"{dataset_name or 'the dataset'} are in colour", flush=True)
     strategy = strategy or build_strategy(cfg.train.strategy)
     config_lib.save(cfg, workdir)
     tf.keras.utils.set_random_seed(cfg.train.seed)
