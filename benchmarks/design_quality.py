@@ -2,7 +2,7 @@
 
 Three setups (the paper's research questions 2 to 4, plus the truth we can measure):
 
-* ``fmnist``: Fashion-MNIST at 32 px with *simulated users* over its images;
+* ``fmnist``: Fashion-MNIST at 32 px with *simulated users* over its images (grey GAN, ``gan.grey``);
 * ``hm-real``: the H&M sample at 64 px with the *real customers* (the recommender's scores only);
 * ``hm-sim``: the H&M images at 64 px with *simulated users* (true preference).
 
@@ -26,7 +26,8 @@ with the real items of that category for that user:
   *simulated user truly* prefers to 90% of the real items of the category
   (``SimulatedUsers.true_score`` without the category term, equal on both sides,
   and without item popularity, which is not a property of the look; goal >= 75%);
-  also ``> max real (true)``;
+  also ``> max real (true)``; for reference, the share of pairs whose real item ranked first
+  by the recommender beats that p90 (recommending instead of designing);
 * quality of all R designed images per pair, judged by the classifier:
   conditional accuracy (goal >= 90% at eta = 1 on Fashion-MNIST), Frechet distance
   to real images of the same categories (same count per category) and novelty
@@ -123,6 +124,7 @@ def setup_config(name: str, mode: dict, hm_dir: str, overrides: list[str]):
         cfg.data.max_items = mode["fm_items"]
         cfg.data.resolution = 32
         cfg.gan.resolution = 32
+        cfg.gan.grey = True  # grey catalogue: no colour channels for the design search to exploit
         cfg.world.simulate = True
     else:
         cfg.data.dataset = "hm"
