@@ -136,3 +136,8 @@ def test_grey_generator_trains_and_reloads_with_equal_channels(tmp_path, capsys)
     assert x.shape == (4, 16, 16, 3) and np.ptp(x) > 0
     np.testing.assert_array_equal(x[..., 0], x[..., 1])
     np.testing.assert_array_equal(x[..., 0], x[..., 2])
+
+    # Resuming the grey run as a colour one names the setting instead of failing in the restore.
+    cfg.gan.grey, cfg.gan.steps = False, 4
+    with pytest.raises(ValueError, match="gan.grey=True, this run asks for False"):
+        gan_training.train_gan(cfg, str(tmp_path / "grey"), data=(images, cats, names, "toy"))

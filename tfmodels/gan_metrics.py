@@ -131,9 +131,10 @@ def build_judge(num_categories: int, resolution: int, width: int = 32, feature_d
 
     Three 3x3 conv blocks (width, 2w, 4w; batch norm, ReLU, 2x2 max-pool), the
     last block's map flattened (not averaged: where a part sits tells a shirt from
-    a coat; global average pooling lost 4-5 points of held-out accuracy on
-    Fashion-MNIST), a ``feature_dim`` ReLU layer (the Frechet features) and a
-    linear classifier on top.
+    a coat), a ``feature_dim`` ReLU layer (the Frechet features) and a linear
+    classifier on top. With global average pooling, a constant learning rate and
+    half the steps, the design benchmark's judge got 0.86 of held-out real
+    Fashion-MNIST images right; this one 0.91.
     """
     x = tf.keras.Input((resolution, resolution, 3), name="image")
     h = x

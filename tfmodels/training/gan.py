@@ -285,6 +285,13 @@ def train_gan(cfg, workdir: str, strategy=None, data=None) -> dict:
     elif cfg.gan.grey and not grey_data:
         print(f"[gan] gan.grey=true: the generator gives grey images, but the training images of "
               f"{dataset_name or 'the dataset'} are in colour", flush=True)
+    if tf.train.latest_checkpoint(os.path.join(workdir, "ckpt")):
+        saved = config_lib.load(workdir).gan
+        for field in ("resolution", "noise_dim", "base_channels", "grey"):
+            if getattr(saved, field) != getattr(cfg.gan, field):
+                raise ValueError(f"{workdir} holds a GAN trained with gan.{field}={getattr(saved, field)}, "
+                                 f"this run asks for {getattr(cfg.gan, field)}: its checkpoint cannot be resumed "
+                                 "(use the same setting or another --workdir)")
     strategy = strategy or build_strategy(cfg.train.strategy)
     config_lib.save(cfg, workdir)
     tf.keras.utils.set_random_seed(cfg.train.seed)
