@@ -11,12 +11,13 @@ from tfmodels.config import tiny
 from tfmodels.models import gan as gan_lib
 
 
-def tiny_nets(seed):
-    """A 16 px GAN over 3 categories, a 24 px item tower (K = 6) and a 20 px linear category
-    classifier (any network with logits, ``resolution`` and ``num_categories`` will do)."""
+def tiny_nets(seed, grey=False):
+    """A 16 px GAN over 3 categories (``gan.grey`` as given), a 24 px item tower (K = 6) and a 20 px
+    linear category classifier (any network with logits, ``resolution`` and ``num_categories`` will do)."""
     tf.keras.utils.set_random_seed(seed)
     cfg = tiny()
     cfg.gan.resolution = 16
+    cfg.gan.grey = grey
     g, d = gan_lib.build_gan(cfg.gan, 3)
     tower = tf.keras.Sequential([tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
                                  tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(6)])
@@ -30,8 +31,8 @@ def tiny_nets(seed):
 @pytest.mark.slow
 def test_design_and_modify_signatures_in_a_v1_session(tmp_path):
     # With the options (the default path is exported by tests/test_export_support.py): codes kept on
-    # their sphere, and a category term with a classifier at its own size.
-    g, d, tower, classifier = tiny_nets(1)
+    # their sphere, a category term with a classifier at its own size, and a grey generator.
+    g, d, tower, classifier = tiny_nets(1, grey=True)
     module = tf.Module()
     module.g, module.d, module.tower, module.classifier = g, d, tower, classifier
     module.users = tf.Variable(tf.random.normal([5, 6]))
@@ -72,6 +73,7 @@ def test_design_and_modify_signatures_in_a_v1_session(tmp_path):
         mod = sess.run({k: v.name for k, v in sig.outputs.items()},
                        {sig.inputs["user"].name: 1, sig.inputs["image"].name: np.zeros((16, 16, 3), np.float32)})
     assert res["image"].shape == (3, 16, 16, 3) and res["image"].dtype == np.uint8
+    assert np.all(res["image"][..., :1] == res["image"][..., 1:])  # grey: R = G = B
     assert res["history"].shape == (5, 3)
     np.testing.assert_allclose(res["score"], eager["score"].numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(res["off_category"], eager["off_category"].numpy(), rtol=1e-4, atol=1e-5)

@@ -277,7 +277,7 @@ def train_gan(cfg, workdir: str, strategy=None, data=None) -> dict:
     from tfmodels.training.strategy import build_strategy
 
     images, categories, names, dataset_name = data if data is not None else prepare_gan_data(cfg)
-    sample = np.asarray(images[:512])
+    sample = np.asarray(images[:512])  # a hint, not a check: the first 512 images are enough
     grey_data = bool(np.all(sample[..., :1] == sample[..., 1:]))
     if grey_data and not cfg.gan.grey:
         print(f"[gan] the training images of {dataset_name or 'the dataset'} are grey: consider "
