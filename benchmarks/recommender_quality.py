@@ -22,11 +22,10 @@ It has perfect features and only has to learn each user's weights from their
 few training items, so no recommender that learns from these purchases can be
 expected to beat it; the oracle, which knows the weights, can.
 
-Training length is a *time budget* per method (minutes, per preset): a first
-chunk of ``eval_every`` steps measures this machine's wall-clock rate
-(evaluations included), then training resumes from its checkpoint up to the
-number of steps that fits the remaining budget (capped at the preset's steps).
-The steps each method got are in the table. ``--preset cpu`` keeps each data set
+Training length is a *time budget* per method (minutes, per preset), the
+training loop's own ``train.minutes`` (evaluations and tracing included): each
+method trains until its budget is used or the preset's step cap is reached,
+whichever comes first. The steps each method got are in the table. ``--preset cpu`` keeps each data set
 under 60 minutes on a 2-core CPU; ``--quick`` is a few-minute smoke run of the
 whole script on a small world at 32 px (its numbers mean little).
 
@@ -100,46 +99,6 @@ def build_config(name: str, preset: str, hm_dir: str, overrides: list[str]):
     return cfg
 
 
-class Budget:
-    """Runs a resumable training function within a wall-clock budget (see the module docstring)."""
-
-    MAX_CALLS = 12
-
-    def __init__(self, minutes: float, log):
-        self.minutes = minutes
-        self.log = log
-
-    def run(self, name, train, max_steps: int, chunk: int):
-        """``train(steps)`` trains (resuming from its checkpoint) up to ``steps``; returns the loop summary.
-
-        The first call trains ``chunk`` steps. Each later call extends training to
-        what the previous call's wall-clock rate (tracing and evaluations
-        included, so conservative) says fits in 90% of the remaining budget,
-        rounded down to a multiple of ``chunk``; it stops when no chunk fits.
-        """
-        start = time.time()
-        chunk = max(1, chunk)
-        done, result, rate = 0, None, 0.0
-        for _ in range(self.MAX_CALLS):
-            remaining = self.minutes * 60 - (time.time() - start)
-            if result is None:
-                target = min(max_steps, chunk)
-            else:
-                target = min(max_steps, done + int(rate * remaining * 0.9) // chunk * chunk)
-            if target <= done:
-                break
-            t0 = time.time()
-            result = train(target)
-            rate = (int(result["step"]) - done) / max(time.time() - t0, 1e-6)
-            done = int(result["step"])
-            if done >= max_steps:
-                break
-        self.log(f"[{name}] {done} steps in {(time.time() - start) / 60:.1f} min "
-                 f"(budget {self.minutes:g} min, cap {max_steps})")
-        result["train_seconds"] = time.time() - start
-        return result
-
-
 def true_features(dataset, images, users) -> np.ndarray:
     """[z(X_i), onehot(c_i)] per item: the simulated users' standardised pixel features plus category."""
     from tfmodels.data.simulated import image_features
@@ -151,7 +110,7 @@ def true_features(dataset, images, users) -> np.ndarray:
 
 
 def read_curve(workdir: str) -> list[dict]:
-    from tfmodels.training.loop import read_metrics
+    from tfmodels.workdir import read_metrics
 
     return [{"step": r["step"], "auc_all": r.get("auc_all"), "auc_cold_vs_cold": r.get("auc_cold_vs_cold")}
             for r in read_metrics(workdir)]
@@ -162,7 +121,9 @@ def run_dataset(name: str, args, log) -> dict:
     from tfmodels.data.images import load_images
     from tfmodels.data.splits import split_stats
     from tfmodels.evaluation import evaluate_split
-    from tfmodels.training import baselines, recommender
+    from tfmodels import kinds
+    from tfmodels.data.loading import load_for_training
+    from tfmodels.training import baselines, classifier, recommender
     from tfmodels.training.strategy import build_strategy
 
     preset = "quick" if args.quick else args.preset
@@ -173,7 +134,7 @@ def run_dataset(name: str, args, log) -> dict:
     root = os.path.join(args.out, name)
     os.makedirs(root, exist_ok=True)
     t_data = time.time()
-    dataset, split = baselines.load_data(cfg)
+    dataset, split = load_for_training(cfg)
     images = load_images(dataset, cfg.data.resolution, cfg.data.cache_dir, skip_bad=cfg.data.skip_bad_images)
     stats = split_stats(dataset, split)
     log(f"[{name}] {split.num_users} users, {split.num_items} items, {len(split.train_item)} training pairs, "
@@ -190,10 +151,10 @@ def run_dataset(name: str, args, log) -> dict:
         report["oracle"] = {k: v for k, v in oracle.items() if isinstance(v, (int, float))}
         log(f"[{name}] oracle: " + json.dumps(report["oracle"]))
 
-    def train_or_reuse(method, w, budget_run):
-        """``budget_run()`` trains within the budget and the run is recorded in ``w/benchmark_run.json``;
+    def train_or_reuse(method, w, train):
+        """``train()`` trains within the budget and the run is recorded in ``w/benchmark_run.json``;
         with --reuse a work directory that already holds a finished run is evaluated as it is."""
-        from tfmodels.training.loop import read_model_json
+        from tfmodels.workdir import read_model_json
 
         record = os.path.join(w, "benchmark_run.json")
         if args.reuse and os.path.exists(os.path.join(w, "model.json")):
@@ -204,7 +165,11 @@ def run_dataset(name: str, args, log) -> dict:
             log(f"[{name}] {method}: reusing {w} at step {info['step']} (--reuse)")
             return {"step": info["step"], "best": best, "train_seconds": saved.get("train_seconds"),
                     "metrics": saved.get("metrics") or (best or {}).get("metrics", {})}
-        result = budget_run()
+        t0 = time.time()
+        result = train()
+        result["train_seconds"] = time.time() - t0
+        log(f"[{name}] {method}: {result['step']} steps in {result['train_seconds'] / 60:.1f} min "
+            f"(budget {budgets[method]:g} min, stopped by {result['stopped']})")
         files.write_json(record, {"step": int(result["step"]), "train_seconds": result["train_seconds"],
                                   "metrics": result.get("metrics", {})})
         return result
@@ -225,44 +190,27 @@ def run_dataset(name: str, args, log) -> dict:
         log(f"[{name}] TEST {method}: " + "  ".join(
             f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k in COLUMNS))
 
+    def budgeted(method, steps: int | None = None):
+        mcfg = copy.deepcopy(cfg)
+        mcfg.train.minutes = budgets[method]
+        mcfg.train.steps = steps or mcfg.train.steps
+        return mcfg
+
     def run_baseline(method, train_fn):
         w = os.path.join(root, method)
-        mcfg = copy.deepcopy(cfg)
-
-        def train(steps):
-            mcfg.train.steps = steps
-            return train_fn(mcfg, w, dataset, split)
-
-        if method == "pop":
-            result = train(1)
-            result["train_seconds"] = 0.0
-        else:
-            result = train_or_reuse(method, w, lambda: Budget(budgets[method], log).run(
-                method, train, args.baseline_max_steps or 5 * cfg.train.steps, cfg.train.eval_every))
-        score_fn, _, _ = baselines.load_scorer(w, best=True, dataset=dataset, split=split)
-        evaluate_test(method, score_fn, result)
+        mcfg = budgeted(method, args.baseline_max_steps or 5 * cfg.train.steps)
+        result = train_or_reuse(method, w, lambda: train_fn(mcfg, w, dataset, split))
+        evaluate_test(method, kinds.load_scorer(w, best=True)[0], result)
         report["curves"][method] = read_curve(w)
 
     def run_dvbpr(method, init_from=""):
-        import tensorflow as tf
-
         w = os.path.join(root, method)
-        mcfg = copy.deepcopy(cfg)
+        mcfg = budgeted(method, cfg.train.steps)
         mcfg.model.init_from = init_from
-
-        def train(steps):
-            mcfg.train.steps = steps
-            # One strategy object per process for every run (see strategy.build_strategy).
-            out = recommender.train_dvbpr_on(mcfg, w, dataset, split, images,
-                                             strategy=build_strategy(mcfg.train.strategy))
-            out.pop("task", None)
-            return out
-
-        result = train_or_reuse(method, w, lambda: Budget(budgets[method], log).run(
-            method, train, cfg.train.steps, cfg.train.eval_every))
-        model = recommender.build_dvbpr(mcfg.model, split.num_users, mcfg.data.resolution)
-        tf.train.Checkpoint(model=model).restore(recommender.checkpoint_path(w, best=True)).expect_partial()
-        evaluate_test(method, recommender.build_scorer(model, images), result)
+        # One strategy object per process for every run (see strategy.build_strategy).
+        result = train_or_reuse(method, w, lambda: recommender.train_dvbpr_on(
+            mcfg, w, dataset, split, images, strategy=build_strategy(mcfg.train.strategy)))
+        evaluate_test(method, kinds.load_scorer(w, best=True)[0], result)
         report["curves"][method] = read_curve(w)
 
     if users is not None:
@@ -275,14 +223,8 @@ def run_dataset(name: str, args, log) -> dict:
     methods = [m for m in METHODS if m in args.methods]
     if {"vbpr", "dvbpr-init"} & set(methods):
         w = os.path.join(root, "classifier")
-        ccfg = copy.deepcopy(cfg)
-
-        def train_clf(steps):
-            ccfg.baseline.classifier_steps = steps
-            return baselines.train_classifier(ccfg, w, dataset=dataset)
-
-        clf = train_or_reuse("classifier", w, lambda: Budget(budgets["classifier"], log).run(
-            "classifier", train_clf, cfg.baseline.classifier_steps, cfg.train.eval_every))
+        ccfg = budgeted("classifier")  # its cap: baseline.classifier_steps
+        clf = train_or_reuse("classifier", w, lambda: classifier.train_classifier(ccfg, w, dataset=dataset))
         report["classifier"] = {"steps": int(clf["step"]), "accuracy": clf["metrics"].get("accuracy"),
                                 "chance": clf["metrics"].get("chance"),
                                 "train_minutes": (None if clf["train_seconds"] is None
@@ -291,18 +233,14 @@ def run_dataset(name: str, args, log) -> dict:
     clf_dir = os.path.abspath(os.path.join(root, "classifier"))
     for method in methods:
         t0 = time.time()
-        if method == "pop":
-            run_baseline(method, baselines.train_pop)
-        elif method == "bpr-mf":
-            run_baseline(method, baselines.train_bpr_mf)
-        elif method == "vbpr":
+        if method == "vbpr":
             cfg.baseline.features_from = clf_dir
-            run_baseline(method, baselines.train_vbpr)
+            run_baseline(method, kinds.get(method).train)
             cfg.baseline.features_from = ""
-        elif method == "dvbpr":
-            run_dvbpr(method)
-        elif method == "dvbpr-init":
-            run_dvbpr(method, init_from=clf_dir)
+        elif method in ("dvbpr", "dvbpr-init"):
+            run_dvbpr(method, init_from=clf_dir if method == "dvbpr-init" else "")
+        else:
+            run_baseline(method, kinds.get(method).train)
         log(f"[{name}] {method} done in {(time.time() - t0) / 60:.1f} min")
     report["total_minutes"] = round((time.time() - t_data) / 60, 2)
     plot_curves(name, report, os.path.join(args.out, f"{name}_auc_vs_step.png"))

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmodels import files
+from tfmodels.workdir import read_json, read_metrics
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 MODEL_CARD_FILE = "model_card.json"
@@ -184,23 +185,6 @@ def read_warmup_requests(path: str) -> list:
     return out
 
 
-def read_metrics(workdir: str) -> list[dict]:
-    """The records of ``workdir/metrics.jsonl`` (empty if there is none)."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    out = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass  # a line cut by a killed run
-    return out
-
-
 def model_card(model_name: str, workdirs: dict, signatures: dict, settings: dict | None = None) -> dict:
     """The model card: what was exported, from which runs, trained how long, how good.
 
@@ -217,10 +201,9 @@ def model_card(model_name: str, workdirs: dict, signatures: dict, settings: dict
     for role, workdir in workdirs.items():
         src = {"workdir": os.path.abspath(workdir)}
         for name in ("config.json", "model.json"):
-            path = os.path.join(workdir, name)
-            if os.path.exists(path):
-                with open(path) as f:
-                    src[name[:-5]] = json.load(f)
+            found = read_json(os.path.join(workdir, name))
+            if found is not None:
+                src[name[:-5]] = found
         info = src.get("model", {})
         src["kind"] = info.get("kind")
         src["training_steps"] = info.get("step")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tfmodels import config
+from tfmodels import config, workdir
 
 
 def test_presets_differ_and_paper_matches_published_setting():
@@ -42,9 +42,9 @@ def test_bad_overrides_are_rejected(bad, message):
 
 def test_save_and_load_round_trip(tmp_path):
     cfg = config.apply_overrides(config.cpu(), ["model.width=0.25"])
-    path = config.save(cfg, str(tmp_path))
+    path = workdir.save_config(cfg, str(tmp_path))
     assert json.load(open(path))["model"]["width"] == 0.25
-    assert config.load(str(tmp_path)) == cfg
+    assert workdir.load_config(str(tmp_path)) == cfg
 
 
 def test_unknown_preset():

@@ -85,3 +85,17 @@ def test_tiny_demo_end_to_end_then_reuses_everything(tmp_path):
     third = subprocess.run([sys.executable, "-m", "tfmodels", "demo", "--preset", "cpu", "--out", str(out)],
                            cwd=REPO, capture_output=True, text=True, timeout=120)
     assert third.returncode == 2 and "--fresh" in third.stderr
+
+
+@pytest.mark.slow
+def test_tiny_demo_keeps_its_wall_clock_budget(tmp_path):
+    """Step caps far beyond the budget: the training stages stop on their share of --minutes."""
+    out = tmp_path / "demo"
+    run = _demo(out, "--minutes", "3", "--set", "train.steps=100000", timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    timings = json.loads((out / "timings.json").read_text())
+    assert timings["total"]["wall_s"] <= 180, timings["total"]
+    for kind in ("dvbpr", "bpr-mf", "vbpr"):
+        info = json.loads((out / "runs" / kind / "model.json").read_text())
+        assert info["stopped"] == "minutes" and 0 < info["step"] < 100000, (kind, info)
+    assert "train.minutes=1.35" in (out / "REPORT.md").read_text()  # DVBPR's share: 45% of 3 minutes

@@ -39,7 +39,7 @@ def _write_generic(folder, n_items=24, n_users=10, seed=0):
 
 @pytest.fixture(scope="module")
 def workdirs(tmp_path_factory):
-    from tfmodels.training.baselines import train_classifier
+    from tfmodels.training.classifier import train_classifier
     from tfmodels.training.gan import train_gan
     from tfmodels.training.recommender import train_dvbpr
 

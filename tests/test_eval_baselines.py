@@ -17,6 +17,7 @@ from PIL import Image
 
 from tfmodels import config as config_lib
 from tfmodels import evaluation
+from tfmodels.training import classifier as classifier_training
 
 NUM_GROUPS = 4
 WARM_PER_GROUP = 20
@@ -62,7 +63,7 @@ def write_world(root):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from tfmodels.training.baselines import load_data
+    from tfmodels.data.loading import load_for_training as load_data
 
     root = str(tmp_path_factory.mktemp("world"))
     write_world(root)
@@ -99,7 +100,7 @@ def test_pop_rank_counts_and_cold_rule(world, tmp_path):
     info = json.load(open(os.path.join(w, "model.json")))
     assert info["kind"] == "pop" and info["step"] == 1
     assert os.path.exists(os.path.join(w, "config.json")) and os.path.exists(os.path.join(w, "metrics.jsonl"))
-    score_fn, _, _ = baselines.load_scorer(w, dataset=dataset, split=split)
+    score_fn, _, _ = baselines.load_scorer(w)
     scores = score_fn(np.array([0, 1]))
     counts = split.train_item_counts()
     warm = counts > 0
@@ -121,11 +122,11 @@ def test_bpr_mf_learns_and_is_blind_to_cold_items(world, tmp_path):
     assert [r["step"] for r in records] == [100, 200]
     # Validation items are warm items of the user's group: MF must rank them well.
     assert records[-1]["auc_all"] > 0.75, records[-1]
-    score_fn, _, _ = baselines.load_scorer(w, dataset=dataset, split=split)
+    score_fn, _, _ = baselines.load_scorer(w)
     test = evaluation.evaluate_split(score_fn, split, "test")
     assert test["auc_cold_vs_cold"] == 0.5  # exact: every cold item gets the same score
     assert test["cold_vs_cold_users"] > 0
-    last_fn, _, _ = baselines.load_scorer(w, best=False, dataset=dataset, split=split)
+    last_fn, _, _ = baselines.load_scorer(w, best=False)
     assert np.isfinite(last_fn(np.arange(3))).all()
 
 
@@ -141,7 +142,7 @@ def classifier(world, tmp_path_factory):
     ccfg.train.eval_every = 100
     ccfg.train.checkpoint_every = 100
     w = str(tmp_path_factory.mktemp("clf"))
-    return w, ccfg, baselines.train_classifier(ccfg, w, dataset=dataset)
+    return w, ccfg, classifier_training.train_classifier(ccfg, w, dataset=dataset)
 
 
 @pytest.mark.slow
@@ -156,14 +157,14 @@ def test_classifier_learns_categories_and_feeds_dvbpr_tower(world, classifier):
     acc = out["metrics"]["accuracy"]
     assert acc > 0.5, out["metrics"]  # 4 balanced categories: chance is 0.25
 
-    tower = baselines.load_pretrained_tower(w)
+    tower = classifier_training.load_pretrained_tower(w)
     target = build_item_tower(ccfg.model, ccfg.data.resolution)
-    copied = baselines.copy_tower_weights(tower, target)
+    copied = classifier_training.copy_tower_weights(tower, target)
     assert "conv1" in copied and "fc7" in copied
     x = tf.random.uniform([2, 16, 16, 3], -1, 1)
     np.testing.assert_allclose(target(x).numpy(), tower(x).numpy(), rtol=1e-5, atol=1e-5)
 
-    feats = baselines.classifier_features(w, dataset)
+    feats = classifier_training.classifier_features(w, dataset)
     assert feats.shape == (dataset.num_items, ccfg.model.fc_units)
     assert np.mean(np.linalg.norm(feats, axis=1)) == pytest.approx(1.0, rel=1e-4)
 
@@ -182,7 +183,7 @@ def test_vbpr_trains_with_finite_loss_and_sees_cold_items(world, classifier, tmp
     info = json.load(open(os.path.join(w, "model.json")))
     assert info["features_from"] == os.path.abspath(classifier[0])
     assert info["kind"] == "vbpr" and info["feature_dim"] == vcfg.model.fc_units
-    score_fn, _, _ = baselines.load_scorer(w, dataset=dataset, split=split)
+    score_fn, _, _ = baselines.load_scorer(w)
     res = evaluation.evaluate_split(score_fn, split, "test")
     # The visual term separates cold items (no longer an exact tie at 0.5).
     assert res["auc_cold_vs_cold"] != 0.5

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname({test_file!r}))
 import numpy as np
 from test_eval_baselines import write_world
 from tfmodels import config as config_lib
+from tfmodels.data.loading import load_for_training
 from tfmodels.training import baselines
 
 root = {root!r}
@@ -32,7 +33,7 @@ cfg.data.cache_dir = os.path.join(root, "cache"); cfg.model.fc_units = 32
 cfg.train.strategy = "mirrored"; cfg.train.steps = 40; cfg.train.batch_size = 64
 cfg.train.eval_every = 40; cfg.train.checkpoint_every = 40; cfg.train.steps_per_loop = 20
 cfg.baseline.learning_rate = 0.05; cfg.baseline.l2 = 1e-4; cfg.baseline.classifier_steps = 10
-ds, sp = baselines.load_data(cfg)
+ds, sp = load_for_training(cfg)
 out = {{}}
 for kind, fn in (("vbpr", baselines.train_vbpr),):
     r = fn(cfg, os.path.join(root, kind), ds, sp)

@@ -8,7 +8,9 @@ import pytest
 
 from test_train_support import colour_world, numpy_auc, tiny_config
 
+from tfmodels.training import classifier as classifier_training
 from tfmodels.training import loop, recommender
+from tfmodels.workdir import read_metrics
 
 
 def test_dvbpr_learns_colour_preferences(tmp_path):
@@ -29,7 +31,7 @@ def test_dvbpr_learns_colour_preferences(tmp_path):
     # The work directory has everything the contract promises.
     info = json.load(open(os.path.join(workdir, "model.json")))
     assert info["kind"] == "dvbpr" and info["step"] == 300
-    records = loop.read_metrics(workdir)
+    records = read_metrics(workdir)
     assert [r["step"] for r in records] == [150, 300]
     best = json.load(open(os.path.join(workdir, "best", "best.json")))
     assert best["value"] == max(r["auc_all"] for r in records)
@@ -63,18 +65,17 @@ def test_mixed_precision_run_trains_and_restores_policy(tmp_path):
 def test_item_tower_initialised_from_pretrained_classifier(tmp_path):
     import tensorflow as tf
 
-    from tfmodels.training import baselines
-
     dataset, split, images = colour_world()
     cfg = tiny_config(steps_per_loop=5, eval_every=0, checkpoint_every=5)
     cfg.data.cache_dir = str(tmp_path / "cache")
     cfg.baseline.classifier_steps = 5
-    baselines.train_classifier(cfg, str(tmp_path / "clf"), dataset=dataset)
-    classifier, _ = baselines.load_classifier(str(tmp_path / "clf"))
+    classifier_training.train_classifier(cfg, str(tmp_path / "clf"), dataset=dataset)
+    classifier, _ = classifier_training.load_classifier(str(tmp_path / "clf"))
 
     cfg.model.init_from = str(tmp_path / "clf")
     task = recommender.DVBPRTask(cfg, dataset, split, images)
     task.build(tf.distribute.get_strategy())
+    task.initialize()  # a fresh run: the loop calls it when W holds no checkpoint
     for name in ("conv1", "conv5", "fc6", "fc7"):
         for a, b in zip(task.model.item_tower.get_layer(name).get_weights(),
                         classifier.item_tower.get_layer(name).get_weights()):

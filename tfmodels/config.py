@@ -10,12 +10,9 @@ type and rejects unknown keys, so a typo never silently does nothing.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import typing
 from dataclasses import dataclass, field
 
-from tfmodels import files
 
 
 @dataclass
@@ -84,7 +81,10 @@ class TrainConfig:
     """The shared custom training loop."""
 
     steps: int = 20000
-    """Total optimizer steps."""
+    """Total optimizer steps (the cap; the GAN's is gan.steps, the classifier's baseline.classifier_steps)."""
+    minutes: float = 0.0
+    """Wall-clock budget of one training command in minutes (0 = none): training stops at the step cap or
+    when the budget is used, whichever comes first, with a checkpoint and an evaluation; rerunning resumes."""
     batch_size: int = 128
     """Global batch size (BPR triples, or images for the GAN)."""
     learning_rate: float = 1e-4
@@ -351,18 +351,3 @@ def from_dict(data: dict) -> Config:
                 raise ValueError(f"config: unknown key {section}.{name}")
             setattr(node, name, value)
     return cfg
-
-
-def save(cfg: Config, workdir: str) -> str:
-    """Writes ``workdir/config.json`` atomically and returns its path."""
-    os.makedirs(workdir, exist_ok=True)
-    return files.write_json(os.path.join(workdir, "config.json"), to_dict(cfg))
-
-
-def load(workdir: str) -> Config:
-    """Reads ``workdir/config.json`` written by ``save``."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir!r} a tfmodels work directory?")
-    with open(path) as f:
-        return from_dict(json.load(f))

@@ -510,8 +510,8 @@ def load_category_classifier(workdir: str, category_names):
     """The category classifier in ``workdir`` (``tfmodels train classifier``), checked against the GAN's
     ``category_names`` (same names in the same order, or the category term would push towards the wrong one);
     None when ``workdir`` is empty."""
-    from tfmodels.training.baselines import load_classifier
-    from tfmodels.training.loop import read_model_json
+    from tfmodels.training.classifier import load_classifier
+    from tfmodels.workdir import read_model_json
 
     if not workdir:
         return None

@@ -292,3 +292,28 @@ def evaluate_split(
     out["cold_vs_cold_users"] = int(counts["auc_cold_vs_cold"])
     out["cold_items"] = int(cold_items.sum())
     return out
+
+
+def evaluate_workdir(workdir: str, which: str = "test", best: bool = True, sampled_negatives: int = 100,
+                     seed: int = 0, batch_users: int = 256, log=None) -> dict:
+    """``evaluate_split`` of any trained recommender work directory, as one JSON-ready dict.
+
+    The scorer comes from ``tfmodels.kinds.load_scorer`` (the work directory alone);
+    the dict adds ``split``, ``checkpoint`` ("best" or "last"), ``workdir`` and
+    ``seconds``, and undefined metrics (e.g. no cold users) are None instead of NaN.
+    """
+    import time
+
+    from tfmodels import kinds
+
+    if sampled_negatives < 1:
+        raise ValueError(f"sampled negatives must be >= 1, got {sampled_negatives}")
+    start = time.time()
+    score_fn, _, split = kinds.load_scorer(workdir, best=best)
+    if log is not None:
+        log(f"evaluating {workdir} on {which}: {int((split.test_item >= 0).sum())} users, {split.num_items} items")
+    result = evaluate_split(score_fn, split, which, sampled_negatives=sampled_negatives, seed=seed,
+                            batch_users=batch_users)
+    result.update(split=which, checkpoint="best" if best else "last", workdir=workdir,
+                  seconds=round(time.time() - start, 2))
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}

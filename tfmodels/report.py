@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tfmodels.data.preview import image_grid, save_png
+from tfmodels.workdir import read_metrics
 from tfmodels import files
 from tfmodels.files import write_text
 
@@ -115,15 +116,6 @@ def read_scalars(tb_dir: str, prefix: str = "") -> dict:
         steps = np.array(sorted(by_step), np.int64)
         out[tag] = (steps, np.array([by_step[s] for s in steps], np.float64))
     return out
-
-
-def read_metrics(workdir: str) -> list:
-    """Records of ``W/metrics.jsonl`` (one dict per evaluation), [] if absent."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _smooth(values: np.ndarray, n: int = 5) -> np.ndarray:

@@ -7,11 +7,14 @@ command that reproduces it; outputs under OUT):
    the H&M layout): statistics and a contact sheet.
 2. ``train classifier`` (the project's own pre-trained CNN), ``train vbpr`` on its
    frozen features, ``train pop``, ``train bpr-mf``, ``train dvbpr`` and
-   ``train gan`` into OUT/runs/<kind>, with demo step counts (``--set``) sized so
-   that the whole cpu demo fits about 20 minutes on an idle 2-core machine.
+   ``train gan`` into OUT/runs/<kind>, each with a step cap and a share of the
+   demo's wall-clock budget ``--minutes`` as ``train.minutes`` (the loop stops a
+   stage at whichever comes first), so the demo's duration does not depend on
+   the processor: a slower one trains fewer steps.
 3. ``evaluate`` of every recommender on the test split -> OUT/eval/<kind>.json
-   (run in this process through the same CLI code, saving one TensorFlow start
-   per model), plus the oracle AUC of the simulated users' true scores.
+   (``tfmodels.evaluation.evaluate_workdir`` in this process, saving one
+   TensorFlow start per model), plus the oracle AUC of the simulated users' true
+   scores.
 4. ``export`` of the recommender, item_encoder and designer -> OUT/export.
 5. ``serve`` on free 127.0.0.1 ports as a subprocess; this process then calls it
    over gRPC like a shop would (serving/client.py: status, metadata, score,
@@ -43,8 +46,8 @@ import threading
 import time
 
 from tfmodels import files
+from tfmodels.kinds import KINDS, RECOMMENDERS
 
-RECOMMENDERS = ("pop", "bpr-mf", "vbpr", "dvbpr")
 SETTINGS_FILE = "demo.json"
 EARLIER_TOTAL = "earlier run that did the reused work: total"
 # Child-process log lines that are TensorFlow start-up noise, not progress.
@@ -60,7 +63,8 @@ def register(sub) -> None:
             "Runs the whole pipeline stage by stage (data, train DVBPR + baselines + GAN, evaluate, export, "
             "serve, call the server over gRPC like a shop) and writes OUT/REPORT.md with the AUC table, "
             "pictures and the exact commands. Stages already done in OUT are reused; --fresh starts over. "
-            "--preset cpu fits about 20 minutes on an idle 2-core machine; --preset tiny about a minute."
+            "Training stages share the wall-clock budget --minutes (default: 20 for --preset cpu), so the "
+            "demo takes about that long on any 2-core machine; --preset tiny takes a few minutes."
         ),
     )
     p.add_argument("--data", choices=["garments", "hm"], default="garments",
@@ -73,6 +77,9 @@ def register(sub) -> None:
                         "paper: the published sizes with the paper's step counts: days on a CPU)")
     p.add_argument("--fresh", action="store_true", help="delete OUT first and redo every stage")
     p.add_argument("--jobs", type=int, default=2, help="training subprocesses run at the same time (default 2)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget of the whole demo in minutes, shared among the training stages "
+                        "(default 20 for --preset cpu, none for tiny and paper, which stop at their step caps)")
     p.add_argument("--users", type=int, default=3, help="users shown in the report's per-user pictures (default 3)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="extra config override passed to every stage after the demo's own step counts, so it "
@@ -84,51 +91,45 @@ def register(sub) -> None:
 # --------------------------------------------------------------------------- sizing
 
 
-def stage_overrides(preset: str, data: str) -> dict:
-    """Demo step counts per stage: {"common": [...], kind: [...]} as ``--set`` strings.
+DEFAULT_MINUTES = {"cpu": 20.0, "tiny": 0.0, "paper": 0.0}
+STAGE_SHARES = {"dvbpr": 0.45, "gan": 0.30, "classifier": 0.07, "vbpr": 0.05, "bpr-mf": 0.04}
+"""Share of the demo's budget each training stage gets as ``train.minutes``. With two job slots DVBPR
+runs beside the GAN, then the classifier, VBPR, BPR-MF and PopRank: about half the budget is training
+wall time, the rest is TensorFlow start-ups, evaluation, export, serving and the report."""
 
-    cpu: sized from CPU-seconds per step measured on this machine (DVBPR ~0.25,
-    64 px GAN ~0.9, 32 px GAN ~0.3) so the whole demo needs ~1,350 CPU-seconds,
-    i.e. well under 20 minutes on an idle 2-core CPU. The recommender networks are the cpu preset's
-    (64 px, CNN-F width 0.5, fc 512); the GAN is trained at 32 px.
+
+def stage_overrides(preset: str, data: str, minutes: float = 0.0) -> dict:
+    """Demo settings per stage: {"common": [...], kind: [...]} as ``--set`` strings.
+
+    cpu: step caps from CPU-seconds per step measured on an AVX-512 machine (DVBPR ~0.25,
+    32 px GAN ~0.3) that fit about 20 minutes there; with ``minutes`` > 0 every
+    training stage also gets ``train.minutes`` = its ``STAGE_SHARES`` of it, so
+    that a slower processor trains fewer steps instead of taking longer. The
+    recommender networks are the cpu preset's (64 px, CNN-F width 0.5, fc 512);
+    the GAN is trained at 32 px.
     """
-    if preset == "tiny":
-        return {"common": [], "classifier": [], "pop": [], "bpr-mf": [], "vbpr": [], "dvbpr": [], "gan": []}
-    if preset == "paper":
-        # The published sizes and step counts: shown for completeness, not for this machine.
-        return {"common": [], "classifier": [], "pop": [], "bpr-mf": [], "vbpr": [], "dvbpr": [], "gan": []}
-    common = ["train.histogram_every=0"]
-    return {
-        "common": common,
-        "classifier": ["baseline.classifier_steps=400", "train.eval_every=100", "train.checkpoint_every=100"],
-        "pop": [],
-        "bpr-mf": ["train.steps=2000", "train.eval_every=400", "train.checkpoint_every=400"],
-        "vbpr": ["train.steps=2000", "train.eval_every=400", "train.checkpoint_every=400"],
-        # 5x the paper's rate: in 450-step trials here it learned ~2x faster than 1e-4.
-        "dvbpr": ["train.steps=3000", "train.learning_rate=5e-4", "train.eval_every=300",
-                  "train.checkpoint_every=300"],
-        # 32 px: a 64 px GAN step costs ~0.9 CPU-s here, ~3.5x a DVBPR step.
-        "gan": ["gan.resolution=32", "gan.steps=1500", "gan.sample_every=250", "train.checkpoint_every=250"],
-    }
+    stages = {k: [] for k in KINDS}
+    if preset == "cpu":
+        stages.update({
+            "classifier": ["baseline.classifier_steps=400", "train.eval_every=100", "train.checkpoint_every=100"],
+            "bpr-mf": ["train.steps=2000", "train.eval_every=400", "train.checkpoint_every=400"],
+            "vbpr": ["train.steps=2000", "train.eval_every=400", "train.checkpoint_every=400"],
+            # 5x the paper's rate: in 450-step trials here it learned ~2x faster than 1e-4.
+            "dvbpr": ["train.steps=3000", "train.learning_rate=5e-4", "train.eval_every=300",
+                      "train.checkpoint_every=300"],
+            # 32 px: a 64 px GAN step costs ~0.9 CPU-s here, ~3.5x a DVBPR step.
+            "gan": ["gan.resolution=32", "gan.steps=1500", "gan.sample_every=250", "train.checkpoint_every=250"],
+        })
+    if minutes > 0:
+        for kind, share in STAGE_SHARES.items():
+            stages[kind].append(f"train.minutes={minutes * share:.2f}")
+    return {"common": ["train.histogram_every=0"] if preset == "cpu" else [], **stages}
 
 
 def _config_for(preset: str, overrides: list):
     from tfmodels import config as config_lib
 
     return config_lib.apply_overrides(config_lib.preset(preset), list(overrides))
-
-
-def _target_step(kind: str, cfg) -> int:
-    if kind == "pop":
-        return 1
-    if kind == "classifier":
-        return cfg.baseline.classifier_steps
-    if kind == "gan":
-        return cfg.gan.steps
-    return cfg.train.steps
-
-
-# --------------------------------------------------------------------------- stage runner
 
 
 class Stage:
@@ -301,12 +302,10 @@ def _newer(path: str, *than: str) -> bool:
 
 
 def _trained(workdir: str, target: int):
+    """Done = trained to the step cap, or stopped by its share of the budget."""
     def done() -> bool:
-        path = os.path.join(workdir, "model.json")
-        if not os.path.exists(path):
-            return False
-        with open(path) as f:
-            return int(json.load(f).get("step", 0)) >= target
+        info = _load_json(os.path.join(workdir, "model.json")) or {}
+        return int(info.get("step", 0)) >= target or info.get("stopped") == "minutes"
 
     return done
 
@@ -344,10 +343,13 @@ def run(args) -> int:
     # Quieter TensorFlow start-up in this process (evaluation, client) and in every stage.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     out = args.out
-    sizing = stage_overrides(args.preset, args.data)
+    minutes = DEFAULT_MINUTES[args.preset] if args.minutes is None else args.minutes
+    if minutes < 0:
+        raise ValueError(f"--minutes must be >= 0, got {args.minutes}")
+    sizing = stage_overrides(args.preset, args.data, minutes)
     common = sizing["common"] + list(args.overrides)
     settings = {"data": args.data, "hm_dir": os.path.abspath(args.hm_dir) if args.data == "hm" else "",
-                "preset": args.preset, "overrides": common,
+                "preset": args.preset, "overrides": common, "minutes": minutes,
                 "stages": {k: v for k, v in sizing.items() if k != "common"}}
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
@@ -356,7 +358,8 @@ def run(args) -> int:
     _check_settings(out, settings, args.fresh)
     for sub in ("runs", "eval", "logs", "pictures", "serving"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
-    _say(f"[demo] data {args.data}, preset {args.preset}, output {out} (jobs {args.jobs})")
+    _say(f"[demo] data {args.data}, preset {args.preset}, output {out} (jobs {args.jobs}, "
+         + (f"budget {minutes:g} min)" if minutes else "no time budget)"))
 
     data = _dataset_args(args)
     preset = ["--preset", args.preset]
@@ -381,7 +384,7 @@ def run(args) -> int:
         sets = sizing["common"] + extra + list(args.overrides)
         cfg = _config_for(args.preset, sets)
         cmd = ["train", kind] + data + preset + ["--workdir", runs[kind]] + _sets(sets)
-        runner.add(Stage(f"train {kind}", cmd, _trained(runs[kind], _target_step(kind, cfg)), deps))
+        runner.add(Stage(f"train {kind}", cmd, _trained(runs[kind], KINDS[kind].steps(cfg)), deps))
     export_base = os.path.join(out, "export")
     models_config = os.path.join(export_base, "models.config")
     rec_json = os.path.join(runs["dvbpr"], "model.json")
@@ -459,41 +462,22 @@ def _load_json(path: str):
 
 
 def _evaluate(kind: str, workdir: str, out: str, timings: dict) -> dict:
-    """``tfmodels evaluate --workdir W --split test`` through the CLI code, in this process."""
+    """What ``tfmodels evaluate --workdir W --split test`` prints, computed in this process."""
     path = os.path.join(out, "eval", f"{kind}.json")
     if _newer(path, os.path.join(workdir, "model.json")):
         _say(f"[demo] evaluate {kind}: done already, reusing {path}")
         return _load_json(path)
-    from tfmodels import cli
+    from tfmodels.evaluation import evaluate_workdir
 
-    argv = ["evaluate", "--workdir", workdir, "--split", "test"]
-    _say(f"[demo] evaluate {kind}: tfmodels {' '.join(shlex.quote(a) for a in argv)} > {path}")
+    _say(f"[demo] evaluate {kind}: tfmodels evaluate --workdir {shlex.quote(workdir)} --split test > {path}")
     t0, c0 = time.time(), time.process_time()
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = cli.main(argv)
-    if rc != 0:
-        raise RuntimeError(f"tfmodels evaluate --workdir {workdir} failed with exit code {rc}")
-    result = json.loads(buf.getvalue().strip().splitlines()[-1])
+    result = evaluate_workdir(workdir, "test")
     files.write_json(path, result)
     timings[f"evaluate {kind}"] = {"wall_s": round(time.time() - t0, 1),
                                    "cpu_s": round(time.process_time() - c0, 1), "reused": False}
     _say(f"[demo] evaluate {kind}: auc_all {result.get('auc_all')}, auc_cold_vs_cold "
          f"{result.get('auc_cold_vs_cold')} ({time.time() - t0:.0f} s)")
     return result
-
-
-def _load_world(workdir: str):
-    """(cfg, dataset, split, images uint8 at the run's resolution) of a training run."""
-    from tfmodels import config as config_lib
-    from tfmodels.data.images import load_images
-    from tfmodels.training.baselines import load_data
-
-    cfg = config_lib.load(workdir)
-    dataset, split = load_data(cfg)
-    images = load_images(dataset, cfg.data.resolution, cache_dir=cfg.data.cache_dir,
-                         skip_bad=cfg.data.skip_bad_images)
-    return cfg, dataset, split, images
 
 
 def _oracle(dvbpr_workdir: str, out: str, timings: dict):
@@ -505,9 +489,11 @@ def _oracle(dvbpr_workdir: str, out: str, timings: dict):
 
     from tfmodels.data.simulated import oracle_auc
 
+    from tfmodels import workdir as workdir_lib
+
     t0 = time.time()
-    _, dataset, split, images = _load_world(dvbpr_workdir)
-    result = oracle_auc(dataset, split, images, which="test")
+    dataset, split = workdir_lib.load_data(dvbpr_workdir)
+    result = oracle_auc(dataset, split, workdir_lib.image_array(dvbpr_workdir), which="test")
     result = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}
     files.write_json(path, result)
     timings["oracle AUC"] = {"wall_s": round(time.time() - t0, 1), "cpu_s": None, "reused": False}
@@ -614,7 +600,11 @@ def _shop_calls(target: str, out: str, runs: dict, args) -> dict:
     from serving.client import GrpcClient
     from tfmodels import report as rep
 
-    cfg, dataset, split, images = _load_world(runs["dvbpr"])
+    from tfmodels import workdir as workdir_lib
+
+    cfg = workdir_lib.load_config(runs["dvbpr"])
+    dataset, split = workdir_lib.load_data(runs["dvbpr"])
+    images = workdir_lib.image_array(runs["dvbpr"])
     user_ids = np.asarray(dataset.user_ids).astype(str)
     item_ids = np.asarray(dataset.item_ids).astype(str)
     names = list(dataset.category_names)
@@ -743,7 +733,7 @@ def _pictures(out: str, runs: dict, results: dict, args) -> None:
     from tfmodels import report as rep
 
     oracle = (results.get("oracle") or {}).get("auc_all")
-    rep.plot_training_curves({k: runs[k] for k in ("dvbpr", "vbpr", "bpr-mf", "pop")},
+    rep.plot_training_curves({k: runs[k] for k in reversed(RECOMMENDERS)},
                              os.path.join(out, "pictures", "training_curves.png"), oracle=oracle,
                              gan_workdir=runs["gan"], classifier_workdir=runs["classifier"])
     samples = os.path.join(runs["gan"], "samples")
@@ -774,7 +764,7 @@ def _write_report(out: str, args, runner: Runner, results: dict, timings: dict, 
 
     lines += ["## Recommendation quality (test split, leave-one-out, best checkpoint by validation AUC)", ""]
     rows = []
-    for kind in ("pop", "bpr-mf", "vbpr", "dvbpr"):
+    for kind in RECOMMENDERS:
         r = results["eval"].get(kind) or {}
         step = (_load_json(os.path.join(runs[kind], "model.json")) or {}).get("step")
         rows.append([kind, step] + [r.get(c) for c in cols] + [r.get("users")])
@@ -792,7 +782,7 @@ def _write_report(out: str, args, runner: Runner, results: dict, timings: dict, 
                   f"{o:.3f}; no recommender can do better on average. Share of the oracle's margin above chance "
                   f"that each model closes, (AUC - 0.5) / (oracle - 0.5):"]
         parts = []
-        for kind in ("pop", "bpr-mf", "vbpr", "dvbpr"):
+        for kind in RECOMMENDERS:
             a = (results["eval"].get(kind) or {}).get("auc_all")
             if a is not None and o > 0.5:
                 parts.append(f"{kind} {(a - 0.5) / (o - 0.5):.0%}")
@@ -884,10 +874,8 @@ def _write_report(out: str, args, runner: Runner, results: dict, timings: dict, 
     if oracle:
         w = runs["dvbpr"]
         lines += ["- oracle AUC (the dvbpr run's world, split and images): `python -c \"import json, tfmodels; "
-                  "from tfmodels import config; from tfmodels.training.baselines import load_data; "
-                  "from tfmodels.data.images import load_images; from tfmodels.data.simulated import oracle_auc; "
-                  f"c = config.load('{w}'); d, s = load_data(c); "
-                  "print(json.dumps(oracle_auc(d, s, load_images(d, c.data.resolution, c.data.cache_dir))))\"`"]
+                  "from tfmodels import workdir as W; from tfmodels.data.simulated import oracle_auc; "
+                  f"d, s = W.load_data('{w}'); print(json.dumps(oracle_auc(d, s, W.image_array('{w}'))))\"`"]
     srv_cmd = (serving.get("server") or {}).get("command") if serving else None
     lines += [f"- serve: `{srv_cmd or 'tfmodels serve --model-config ' + os.path.join(out, 'export', 'models.config')}`"
               " (the demo picks free ports; by default gRPC 8500, REST 8501), then the client calls above; "

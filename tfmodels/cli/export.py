@@ -54,7 +54,7 @@ def export_all(rec_workdir: str, gan_workdir: str, export_base: str, version: in
     from export.item_encoder import build_item_encoder, warmup_inputs as encoder_warmup
     from export.layout import model_card, save_version, write_models_config
     from export.recommender import build_recommender_module, warmup_inputs as recommender_warmup
-    from tfmodels import config as config_lib
+    from tfmodels import workdir as workdir_lib
     from tfmodels.training.recommender import load_dvbpr
 
     if version is not None and version < 1:
@@ -65,7 +65,7 @@ def export_all(rec_workdir: str, gan_workdir: str, export_base: str, version: in
     t0 = time.time()
     log(f"[export] loading the recommender from {rec_workdir}")
     model, dataset, split, images = load_dvbpr(rec_workdir, best=best)
-    rec_cfg = config_lib.load(rec_workdir)
+    rec_cfg = workdir_lib.load_config(rec_workdir)
     sample_png = _png(np.asarray(images[0]))
     written = {}
 

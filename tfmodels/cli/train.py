@@ -8,27 +8,16 @@ same --workdir resumes from the latest checkpoint at its saved step.
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 
-KINDS = ("dvbpr", "bpr-mf", "vbpr", "pop", "classifier", "gan")
-DATASETS = ("hm", "dvbpr-npy", "generic", "fashion-mnist", "garments")
-
-# kind -> (module, function); imported only when that kind is trained.
-_DISPATCH = {
-    "dvbpr": ("tfmodels.training.recommender", "train_dvbpr"),
-    "bpr-mf": ("tfmodels.training.baselines", "train_bpr_mf"),
-    "vbpr": ("tfmodels.training.baselines", "train_vbpr"),
-    "pop": ("tfmodels.training.baselines", "train_pop"),
-    "classifier": ("tfmodels.training.baselines", "train_classifier"),
-    "gan": ("tfmodels.training.gan", "train_gan"),
-}
+from tfmodels import kinds
+from tfmodels.data.loading import DATASETS
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a model (dvbpr, bpr-mf, vbpr, pop, classifier, gan) into a work directory",
+        help=f"train a model ({', '.join(kinds.KINDS)}) into a work directory",
         description=(
             "Trains one model kind on a dataset into --workdir. dvbpr: the CNN-F item tower jointly "
             "with user vectors by BPR (validation AUC every train.eval_every steps, best checkpoint "
@@ -37,12 +26,14 @@ def register(subparsers) -> None:
             "W/pretrained). classifier: the category classifier used as the project's own "
             "pre-trained CNN; start DVBPR from it with --set model.init_from=C. "
             "gan: the category-conditional GAN. "
-            "Rerunning with the same --workdir resumes at the saved step. Watch with "
-            "`tensorboard --logdir W/tb`."
+            "Rerunning with the same --workdir resumes at the saved step. --set train.minutes=N stops "
+            "after N minutes of wall-clock time (with a checkpoint and an evaluation) if the step cap is "
+            "not reached first. Watch with `tensorboard --logdir W/tb`. Kinds: "
+            + "; ".join(f"{k.name}: {k.help}" for k in kinds.KINDS.values()) + "."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("kind", choices=KINDS, help="what to train")
+    p.add_argument("kind", choices=list(kinds.KINDS), help="what to train")
     p.add_argument("--dataset", choices=DATASETS, default="garments",
                    help="catalogue reader (garments = procedural garments with simulated users)")
     p.add_argument("--data-dir", default="",
@@ -84,15 +75,9 @@ def run(args: argparse.Namespace) -> int:
     import tfmodels  # noqa: F401  (tf-keras before TensorFlow)
 
     cfg = build_config(args)
-    module_name, fn_name = _DISPATCH[args.kind]
-    try:
-        module = importlib.import_module(module_name)
-        train_fn = getattr(module, fn_name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"training {args.kind!r} is not available in this build ({module_name}.{fn_name}: {e})") from None
     print(f"tfmodels train {args.kind}: dataset {cfg.data.dataset} ({cfg.data.data_dir or 'default location'}), "
           f"preset {args.preset}, workdir {args.workdir}", flush=True)
     start = time.time()
-    train_fn(cfg, args.workdir)
+    kinds.get(args.kind).train(cfg, args.workdir)
     print(f"tfmodels train {args.kind}: done in {time.time() - start:.0f}s -> {args.workdir}", flush=True)
     return 0

@@ -77,12 +77,10 @@ differentiable w.r.t. the pixels.
 
 from __future__ import annotations
 
-import hashlib
-import math
-
 import numpy as np
 
 from tfmodels.data.dataset import Dataset, ImageSource
+from tfmodels.data.images import SubsetImageSource, load_images
 
 FEATURE_NAMES = ("coverage", "height", "width", "brightness", "chroma", "red_green", "yellow_blue", "pattern")
 """Names of the image features, in order."""
@@ -321,6 +319,21 @@ class SimulatedUsers:
         self.score_scale = float(score_scale)
         self._tf_consts = None
 
+    def state(self) -> dict:
+        """Every constructor argument as a NumPy array (saved in a work directory's data.npz)."""
+        return {"taste": self.taste, "affinity": self.affinity, "popularity": self.popularity,
+                "item_categories": self.item_categories, "feature_mean": self.feature_mean,
+                "feature_std": self.feature_std, "visual_scale": np.float64(self.visual_scale),
+                "taste_strength": np.float64(self.taste_strength),
+                "category_weight": np.float64(self.category_weight),
+                "popularity_weight": np.float64(self.popularity_weight), "score_scale": np.float64(self.score_scale)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "SimulatedUsers":
+        """The users ``state()`` described."""
+        scalars = ("visual_scale", "taste_strength", "category_weight", "popularity_weight", "score_scale")
+        return cls(**{k: (float(v) if k in scalars else np.asarray(v)) for k, v in state.items()})
+
     @property
     def num_users(self) -> int:
         return len(self.taste)
@@ -493,58 +506,6 @@ class SimulatedUsers:
 # --------------------------------------------------------------------------- world
 
 
-class _SubsetImages(ImageSource):
-    """A subset of another ImageSource, by index."""
-
-    def __init__(self, source: ImageSource, indices: np.ndarray):
-        self.source = source
-        self.indices = np.asarray(indices, dtype=np.int64)
-        h = hashlib.sha1(str(source.fingerprint).encode())
-        h.update(self.indices.tobytes())
-        self.fingerprint = h.hexdigest()[:16]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def load(self, index: int) -> np.ndarray:
-        return self.source.load(int(self.indices[index]))
-
-    def describe(self, index: int) -> str:
-        return self.source.describe(int(self.indices[index]))
-
-    def render(self, indices, resolution):
-        return self.source.render(self.indices[np.asarray(indices, dtype=np.int64)], resolution)
-
-
-def _read_images(dataset: Dataset, resolution: int, cache_dir: str = "") -> np.ndarray:
-    """Catalogue images at ``resolution``: the shared image pipeline when present, else a local fallback."""
-    try:
-        from tfmodels.data.images import load_images
-    except ImportError:
-        load_images = None
-    if load_images is not None:
-        return np.asarray(load_images(dataset, resolution, cache_dir=cache_dir))
-    src = dataset.images
-    drawn = src.render(np.arange(len(src)), resolution)
-    if drawn is not None:
-        return drawn
-    from PIL import Image
-
-    out = np.empty((len(src), resolution, resolution, 3), np.uint8)
-    for i in range(len(src)):
-        img = np.asarray(src.load(i))
-        if img.ndim == 2:
-            img = np.repeat(img[..., None], 3, axis=-1)
-        h, w = img.shape[:2]
-        side = max(h, w)
-        corners = np.stack([img[0, 0], img[0, -1], img[-1, 0], img[-1, -1]]).mean(0)
-        canvas = np.empty((side, side, 3), np.uint8)
-        canvas[:] = corners.astype(np.uint8)
-        canvas[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = img[..., :3]
-        out[i] = np.asarray(Image.fromarray(canvas).resize((resolution, resolution), Image.BILINEAR))
-    return out
-
-
 def _purchases(rng, scores: np.ndarray, beta: float, mean_count: int):
     """Samples distinct purchases per user (Gumbel-top-k on beta * scores) with increasing timestamps."""
     num_users, num_items = scores.shape
@@ -620,17 +581,9 @@ def build_world(cfg, images: ImageSource | None = None, categories=None, categor
         if cats.max(initial=-1) >= len(names):
             raise ValueError(f"build_world: category {cats.max()} but only {len(names)} category names")
         source = images
-        try:
-            from tfmodels.data.images import SubsetImageSource
-        except ImportError:
-            SubsetImageSource = ()
-        if isinstance(images, SubsetImageSource):
-            # The image cache of that class needs its parent catalogue, which we are not given:
-            # wrap it so its images are read through load() like any other source.
-            source = _SubsetImages(images, np.arange(n_src))
         if 0 < w.num_items < n_src:
             pick = np.sort(np.random.default_rng([w.seed, 7]).choice(n_src, size=w.num_items, replace=False))
-            source = _SubsetImages(images, pick)
+            source = SubsetImageSource(images, pick)
             cats, ids = cats[pick], ids[pick]
             extra["source_indices"] = pick
         ds_name = f"{name}-sim" if name else "images-sim"
@@ -640,7 +593,7 @@ def build_world(cfg, images: ImageSource | None = None, categories=None, categor
     catalogue = Dataset(name=ds_name, item_ids=ids, images=source, categories=cats, category_names=names,
                         user_ids=np.array([], dtype=str), inter_user=np.zeros(0, np.int32),
                         inter_item=np.zeros(0, np.int32))
-    pixels = _read_images(catalogue, SOURCE_RESOLUTION, cache_dir=getattr(cfg.data, "cache_dir", ""))
+    pixels = np.asarray(load_images(catalogue, SOURCE_RESOLUTION, cache_dir=cfg.data.cache_dir))
     feats = image_features(pixels)
     mean, std = feats.mean(axis=0), feats.std(axis=0)
 
@@ -666,29 +619,6 @@ def build_world(cfg, images: ImageSource | None = None, categories=None, categor
 # --------------------------------------------------------------------------- oracle
 
 
-def _auc_numpy(scores: np.ndarray, split, which: str) -> dict:
-    """Full-catalogue leave-one-out AUC (fallback when tfmodels.evaluation is absent)."""
-    held = split.test_item if which == "test" else split.val_item
-    other = split.val_item if which == "test" else split.test_item
-    offsets = split.train_offsets()
-    cold = split.cold_items()
-    aucs, cold_aucs = [], []
-    for u in np.flatnonzero(held >= 0):
-        valid = np.ones(split.num_items, bool)
-        valid[split.train_item[offsets[u]:offsets[u + 1]]] = False
-        if other[u] >= 0:
-            valid[other[u]] = False
-        valid[held[u]] = False
-        s, p = scores[u][valid], scores[u, held[u]]
-        auc = (np.sum(s < p) + 0.5 * np.sum(s == p)) / max(len(s), 1)
-        aucs.append(auc)
-        if cold[held[u]]:
-            cold_aucs.append(auc)
-    return {"auc_all": float(np.mean(aucs)) if aucs else math.nan,
-            "auc_cold": float(np.mean(cold_aucs)) if cold_aucs else math.nan,
-            "users": len(aucs), "cold_users": len(cold_aucs)}
-
-
 def oracle_auc(dataset: Dataset, split, images, which: str = "test") -> dict:
     """AUC of the true scores on the held-out items (the ceiling for any recommender).
 
@@ -708,12 +638,9 @@ def oracle_auc(dataset: Dataset, split, images, which: str = "test") -> dict:
         raise ValueError(f"oracle_auc: dataset {dataset.name!r} has no simulated users (extra['users'])")
     if len(images) != dataset.num_items:
         raise ValueError(f"oracle_auc: {len(images)} images for {dataset.num_items} items")
+    from tfmodels.evaluation import evaluate_split
+
     scores = users.score_matrix(images)
-    try:
-        from tfmodels.evaluation import evaluate_split
-    except ImportError:
-        out = _auc_numpy(scores, split, which)
-    else:
-        out = evaluate_split(lambda u: scores[np.asarray(u)], split, which=which)
+    out = evaluate_split(lambda u: scores[np.asarray(u)], split, which=which)
     out["resolution"] = int(np.shape(images)[1])
     return out

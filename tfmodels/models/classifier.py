@@ -1,6 +1,6 @@
 """Category classifier on the CNN-F trunk: the project's own "pre-trained CNN".
 
-No weights are downloaded (DESIGN.md section 2), so the "pre-trained" features
+No weights are downloaded at run time, so the "pre-trained" features
 of VBPR, the optional initialisation of DVBPR's item tower and the GAN quality
 judge all come from this network, trained on the catalogue's category labels::
 
@@ -8,7 +8,7 @@ judge all come from this network, trained on the catalogue's category labels::
 
 ``item_tower`` is built by ``tfmodels.models.cnnf.build_item_tower`` itself, so
 its layer names and shapes are exactly DVBPR's and its weights load into a DVBPR
-tower one to one (``tfmodels.training.baselines.load_pretrained_tower``).
+tower one to one (``tfmodels.training.classifier.load_pretrained_tower``).
 Frozen *features* for VBPR are the activations of the second hidden fully
 connected layer ``fc7`` (ReLU, before dropout), the analogue of the 4096-d
 fc7 features VBPR used. Runs wherever it is called.

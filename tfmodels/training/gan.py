@@ -27,7 +27,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfmodels import config as config_lib
+from tfmodels import kinds
+from tfmodels import workdir as workdir_lib
 from tfmodels.data.images import to_model_input
 from tfmodels.data.sampler import labelled_image_batches
 from tfmodels.models import gan as gan_lib
@@ -117,15 +118,6 @@ def grid_image(rows: np.ndarray, labels=None) -> np.ndarray:
     return image_grid(rows.reshape(r * c, *rows.shape[2:]), cols=c, labels=labels)
 
 
-def read_gan_json(workdir: str) -> dict:
-    """``W/model.json`` of a GAN work directory; another kind of run is an error."""
-    meta = loop_lib.read_model_json(workdir)
-    if meta.get("kind") != MODEL_KIND:
-        raise ValueError(f"{workdir}/model.json: kind is {meta.get('kind')!r}, expected 'gan' "
-                         "(is this a GAN work directory: tfmodels train gan --workdir ...?)")
-    return meta
-
-
 def load_gan(workdir: str):
     """Restores a trained GAN from its work directory.
 
@@ -137,10 +129,10 @@ def load_gan(workdir: str):
     Raises:
       FileNotFoundError: no config, model.json or checkpoint in ``workdir``.
     """
-    cfg = config_lib.load(workdir)
-    meta = read_gan_json(workdir)
+    cfg = workdir_lib.load_config(workdir)
+    meta = workdir_lib.read_model_json(workdir, kind=MODEL_KIND)
     generator, discriminator = gan_lib.build_gan(cfg.gan, int(meta["num_categories"]))
-    latest = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
+    latest = workdir_lib.latest_checkpoint(workdir)
     if latest is None:
         raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'ckpt')}")
     ckpt = tf.train.Checkpoint(generator=generator, discriminator=discriminator)
@@ -163,6 +155,7 @@ class GanTask(loop_lib.Task):
 
     kind = MODEL_KIND
     best_metric = "none"  # the GAN has no validation metric; W/best/ stays empty
+    mixed_precision = False
 
     def __init__(self, cfg, images: np.ndarray, categories: np.ndarray, category_names: list[str],
                  dataset_name: str = "", workdir: str = ""):
@@ -175,6 +168,7 @@ class GanTask(loop_lib.Task):
         self.dataset_name = dataset_name
         self.workdir = workdir
         self.noise = fixed_noise(cfg.gan.noise_dim)
+        self.summary_every = cfg.gan.sample_every  # loop chunks end exactly on sample steps
         if images.shape[1] != cfg.gan.resolution or images.shape[2] != cfg.gan.resolution:
             raise ValueError(f"GAN images are {images.shape[1]}x{images.shape[2]} px but gan.resolution="
                              f"{cfg.gan.resolution}")
@@ -230,17 +224,6 @@ class GanTask(loop_lib.Task):
                 "grid_rows": "categories in order of category_names; columns share fixed noise"}
 
 
-def loop_config(cfg):
-    """The TrainConfig the shared loop runs the GAN with: steps from cfg.gan, the rest from cfg.train.
-
-    ``eval_every`` is set to ``gan.sample_every`` so loop chunks end exactly on
-    sample steps (the GAN's ``evaluate`` returns nothing); mixed precision is off.
-    """
-    import dataclasses
-    return dataclasses.replace(cfg.train, steps=cfg.gan.steps, eval_every=cfg.gan.sample_every,
-                               mixed_precision=False)
-
-
 def prepare_gan_data(cfg):
     """(images uint8 [N, R, R, 3] at cfg.gan.resolution, categories int32 [N], names, dataset name).
 
@@ -285,15 +268,10 @@ def train_gan(cfg, workdir: str, strategy=None, data=None) -> dict:
     elif cfg.gan.grey and not grey_data:
         print(f"[gan] gan.grey=true: the generator gives grey images, but the training images of "
               f"{dataset_name or 'the dataset'} are in colour", flush=True)
-    if tf.train.latest_checkpoint(os.path.join(workdir, "ckpt")):
-        saved = config_lib.load(workdir).gan
-        for field in ("resolution", "noise_dim", "base_channels", "grey"):
-            if getattr(saved, field) != getattr(cfg.gan, field):
-                raise ValueError(f"{workdir} holds a GAN trained with gan.{field}={getattr(saved, field)}, "
-                                 f"this run asks for {getattr(cfg.gan, field)}: its checkpoint cannot be resumed "
-                                 "(use the same setting or another --workdir)")
+    kind = kinds.get(MODEL_KIND)
+    workdir_lib.check_resumable(cfg, workdir, kind.resume_keys)
     strategy = strategy or build_strategy(cfg.train.strategy)
-    config_lib.save(cfg, workdir)
+    workdir_lib.save_config(cfg, workdir)
     tf.keras.utils.set_random_seed(cfg.train.seed)
     task = GanTask(cfg, images, categories, names, dataset_name, workdir)
-    return loop_lib.run(task, loop_config(cfg), workdir, strategy)
+    return loop_lib.run(task, cfg.train, workdir, strategy, steps=kind.steps(cfg))

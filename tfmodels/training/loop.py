@@ -17,6 +17,9 @@ The Task API (subclass ``Task``; only ``build``, ``checkpoint_items``,
                               # would copy it per device and broadcast it at start).
     build(strategy)           # HOST, inside strategy.scope(): create models and
                               # optimizers as attributes (use build_optimizer()).
+    initialize()              # HOST (optional): only when W holds no checkpoint yet,
+                              # e.g. copy pre-trained weights in (a resumed run gets
+                              # them from its checkpoint, so their source may be gone).
     checkpoint_items() -> {name: trackable}
                               # models, optimizers, anything stateful to save.
                               # "step" is reserved for the loop's step counter.
@@ -39,19 +42,22 @@ The Task API (subclass ``Task``; only ``build``, ``checkpoint_items``,
                               # W/metrics.jsonl, TensorBoard "val/<key>", best checkpoint.
     write_summaries(step)     # HOST (optional): called after every inner loop inside the
                               # TensorBoard writer's context (e.g. image grids every N steps).
+    summary_every = 0         # chunks also end on multiples of this (0 = no extra cut).
+    mixed_precision = True    # False: the task always trains in float32.
     learning_rates() -> {name: float}       # optional; default: optimizers found in
     histogram_variables() -> [tf.Variable]  # checkpoint_items() / their Keras models.
     model_info() -> dict      # optional extra keys for W/model.json.
     finish(workdir, step, chief)            # HOST (optional): after the last step
                               # (e.g. the embedding projector).
 
-``run(task, train_cfg, workdir, strategy)`` then:
+``run(task, train_cfg, workdir, strategy, steps=...)`` then:
 
 1. sets the mixed_float16 policy if ``train_cfg.mixed_precision``, calls
    ``task.build_inputs``, then builds the task and a step counter under
    ``strategy.scope()``;
 2. restores the latest ``W/ckpt/`` checkpoint if there is one, so a killed run
-   resumes at its saved step with the same counter (else starts at 0);
+   resumes at its saved step with the same counter (else calls
+   ``task.initialize()`` and starts at 0);
 3. repeats: one ``tf.function`` call running up to ``steps_per_loop`` steps (a
    ``tf.range`` loop around ``strategy.run(task.train_step)``, averaged losses
    returned), then eagerly: a console progress line (steps/s, ETA), TensorBoard
@@ -61,7 +67,12 @@ The Task API (subclass ``Task``; only ``build``, ``checkpoint_items``,
    checkpoint), and every ``eval_every`` steps and at the end (``eval_every`` 0:
    only at the end) ``task.evaluate`` -> ``W/metrics.jsonl``, TensorBoard
    ``val/*`` and, when ``best_metric`` improves, ``W/best/`` (+ ``best.json``);
-4. writes ``W/model.json`` {"kind", "step", "best_step", ...} after each checkpoint.
+4. writes ``W/model.json`` {"kind", "step", "best_step", ..., "stopped"} after each
+   checkpoint;
+5. stops early when ``train_cfg.minutes`` > 0 and that much wall-clock time has
+   passed since ``run`` started (checkpoint and evaluation at the stopping step):
+   a time budget, so a run's duration does not depend on the processor. Rerunning
+   resumes from there with a new budget.
 
 Chunks are cut at checkpoint / evaluation / histogram boundaries so those happen
 at exact multiples of their intervals. In multi-worker training every worker runs
@@ -72,16 +83,14 @@ checkpoints to a temporary folder they delete at the end.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
-import sys
 import time
 
 import tensorflow as tf
 
-from tfmodels import files
+from tfmodels import workdir as workdir_lib
 from tfmodels.training.strategy import is_chief, worker_info
 
 
@@ -144,8 +153,14 @@ class Task:
     def build_inputs(self, strategy: tf.distribute.Strategy) -> None:
         return None
 
+    summary_every = 0
+    mixed_precision = True
+
     def build(self, strategy: tf.distribute.Strategy) -> None:
         raise NotImplementedError
+
+    def initialize(self) -> None:
+        return None
 
     def checkpoint_items(self) -> dict:
         raise NotImplementedError
@@ -184,29 +199,7 @@ class Task:
         return None
 
 
-# --------------------------------------------------------------------------- files
-
-
-def _jsonable(x):
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return str(x)
-
-
-def read_metrics(workdir: str) -> list[dict]:
-    """All evaluation records of W/metrics.jsonl (empty list if none)."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _write_metrics(workdir: str, records: list[dict]) -> None:
-    # Rewritten whole through a temp file: a kill never leaves a torn line.
-    files.write_text(os.path.join(workdir, "metrics.jsonl"),
-                     "".join(json.dumps(r, sort_keys=True, default=_jsonable) + "\n" for r in records))
+# --------------------------------------------------------------------------- the loop
 
 
 def _format_duration(seconds: float) -> str:
@@ -226,21 +219,20 @@ def _to_next(step: int, every: int) -> int:
     return every - step % every if every > 0 else 1 << 62
 
 
-# --------------------------------------------------------------------------- the loop
-
-
 def run(task: Task, train_cfg, workdir: str, strategy: tf.distribute.Strategy | None = None,
-        log=None) -> dict:
-    """Trains ``task`` for ``train_cfg.steps`` steps (resuming from ``W/ckpt``).
+        log=None, steps: int | None = None) -> dict:
+    """Trains ``task`` up to ``steps`` steps or ``train_cfg.minutes`` (resuming from ``W/ckpt``).
 
     Args:
       task: the Task to train.
       train_cfg: ``tfmodels.config.TrainConfig`` (steps, steps_per_loop,
         checkpoint_every, eval_every, keep_checkpoints, histogram_every,
-        mixed_precision).
+        mixed_precision, minutes).
       workdir: the work directory W (ckpt/, best/, tb/, metrics.jsonl, model.json).
       strategy: a tf.distribute strategy (default: the default strategy).
       log: callable for progress lines (default: print to stdout, chief only).
+      steps: the step cap (default ``train_cfg.steps``; a kind with its own
+        setting, e.g. ``gan.steps``, passes it here).
 
     Returns:
       {"step", "start_step", "losses" (last loop's means), "metrics" (last
@@ -248,8 +240,10 @@ def run(task: Task, train_cfg, workdir: str, strategy: tf.distribute.Strategy | 
       (steady-state training rate: steps after the first, compiling, loop over
       their wall time including input pipeline, logging and summaries, but not
       checkpoints and evaluations), "loop_steps_per_sec" (the same per
-      tf.function call)}.
+      tf.function call), "stopped" ("steps" or "minutes": what ended the run)}.
     """
+    started = time.perf_counter()
+    budget = 60.0 * float(train_cfg.minutes) if train_cfg.minutes > 0 else float("inf")
     strategy = strategy or tf.distribute.get_strategy()
     chief = is_chief(strategy)
     if log is None:
@@ -261,7 +255,7 @@ def run(task: Task, train_cfg, workdir: str, strategy: tf.distribute.Strategy | 
     scratch = None if chief else os.path.join(workdir, f".worker_{task_type}_{task_id}")
 
     old_policy = tf.keras.mixed_precision.global_policy()
-    if train_cfg.mixed_precision:
+    if train_cfg.mixed_precision and task.mixed_precision:
         tf.keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         task.build_inputs(strategy)
@@ -278,6 +272,8 @@ def run(task: Task, train_cfg, workdir: str, strategy: tf.distribute.Strategy | 
         latest = tf.train.latest_checkpoint(ckpt_dir)
         if latest:
             ckpt.restore(latest).assert_existing_objects_matched()
+        else:
+            task.initialize()
         start = int(step.numpy())
         manager = tf.train.CheckpointManager(
             ckpt, ckpt_dir if chief else os.path.join(scratch, "ckpt"),
@@ -285,15 +281,15 @@ def run(task: Task, train_cfg, workdir: str, strategy: tf.distribute.Strategy | 
         best_manager = tf.train.CheckpointManager(
             ckpt, best_dir if chief else os.path.join(scratch, "best"), max_to_keep=1, checkpoint_name="best")
 
-        records = [r for r in read_metrics(workdir) if r.get("step", 0) <= start]
-        best = _read_json(os.path.join(best_dir, "best.json"))
+        records = [r for r in workdir_lib.read_metrics(workdir) if r.get("step", 0) <= start]
+        best = workdir_lib.read_json(os.path.join(best_dir, "best.json"))
         if best and best.get("step", 0) > start:
             best = None  # evaluated after the checkpoint we resumed from; redo
         if chief:
-            _write_metrics(workdir, records)
+            workdir_lib.write_metrics(workdir, records)
         writer = tf.summary.create_file_writer(os.path.join(workdir, "tb")) if chief else tf.summary.create_noop_writer()
 
-        total = int(train_cfg.steps)
+        total = int(train_cfg.steps if steps is None else steps)
         if latest:
             log(f"[{task.kind}] resumed from {latest} at step {start}/{total}")
         else:
@@ -324,9 +320,11 @@ def run(task: Task, train_cfg, workdir: str, strategy: tf.distribute.Strategy | 
         cur = start
         iterator = iter(task.make_dataset(strategy, start)) if cur < total else None
         first = True
+        stopped = "steps"
         while cur < total:
             n = min(train_cfg.steps_per_loop, total - cur, _to_next(cur, train_cfg.checkpoint_every),
-                    _to_next(cur, train_cfg.eval_every), _to_next(cur, train_cfg.histogram_every))
+                    _to_next(cur, train_cfg.eval_every), _to_next(cur, train_cfg.histogram_every),
+                    _to_next(cur, task.summary_every))
             t0 = time.perf_counter()
             out = train_loop(iterator, tf.constant(n, tf.int32))
             losses = {k: float(v) for k, v in out.items()}
@@ -347,7 +345,8 @@ def run(task: Task, train_cfg, workdir: str, strategy: tf.distribute.Strategy | 
                 # The rate covers steps, input pipeline, logging and summaries;
                 # checkpoints and evaluations (every few hundred steps) are not in it.
                 dt = time.perf_counter() - t0
-                if _due(cur, train_cfg.checkpoint_every) or cur == total:
+                out_of_time = cur < total and time.perf_counter() - started >= budget
+                if _due(cur, train_cfg.checkpoint_every) or cur == total or out_of_time:
                     manager.save(checkpoint_number=cur)
                     if chief:
                         _write_model_json(workdir, task, cur, best)
@@ -364,7 +363,7 @@ def run(task: Task, train_cfg, workdir: str, strategy: tf.distribute.Strategy | 
                 log(f"[{task.kind}] step {cur}/{total}  {loss_text}  "
                     f"{'%.2f' % rate if rate == rate else '-'} steps/s  ETA {_format_duration(eta)}")
 
-                if _due(cur, train_cfg.eval_every) or (cur == total and train_cfg.eval_every >= 0):
+                if _due(cur, train_cfg.eval_every) or cur == total or out_of_time:
                     new = _evaluate(task, cur, workdir, chief, records, log)
                     if new is not None:
                         metrics, last_eval = new, cur
@@ -372,6 +371,11 @@ def run(task: Task, train_cfg, workdir: str, strategy: tf.distribute.Strategy | 
                         if chief:
                             _write_model_json(workdir, task, cur, best)
             writer.flush()
+            if out_of_time:
+                stopped = "minutes"
+                log(f"[{task.kind}] time budget of {train_cfg.minutes:g} min reached at step {cur}/{total}; "
+                    "rerun the same command to train on")
+                break
 
         if cur != last_eval and total > 0:
             # Nothing left to train (already finished) but never evaluated at the end.
@@ -380,30 +384,25 @@ def run(task: Task, train_cfg, workdir: str, strategy: tf.distribute.Strategy | 
                 metrics = new
                 best = _maybe_best(task, cur, new, best, best_manager, best_dir, chief, log)
         if chief:
-            _write_model_json(workdir, task, cur, best)
+            _write_model_json(workdir, task, cur, best, stopped)
         with writer.as_default(step=cur):
             task.finish(workdir, cur, chief)
         writer.flush()
         if scratch and os.path.isdir(scratch):
             shutil.rmtree(scratch, ignore_errors=True)
         return {"step": cur, "start_step": start, "losses": losses, "metrics": metrics,
-                "best": best, "steps_per_sec": rate, "loop_steps_per_sec": loop_rates}
+                "best": best, "steps_per_sec": rate, "loop_steps_per_sec": loop_rates, "stopped": stopped}
     finally:
         tf.keras.mixed_precision.set_global_policy(old_policy)
 
 
-def _read_json(path: str):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_model_json(workdir: str, task: Task, step: int, best) -> None:
+def _write_model_json(workdir: str, task: Task, step: int, best, stopped: str | None = None) -> None:
     info = {"kind": task.kind, "step": step, "best_step": best["step"] if best else None,
             "best_metric": task.best_metric}
+    if stopped:
+        info["stopped"] = stopped  # what ended the last run: "steps" (the cap) or "minutes" (its budget)
     info.update(task.model_info())
-    files.write_json(os.path.join(workdir, "model.json"), info, default=_jsonable)
+    workdir_lib.write_model_json(workdir, info)
 
 
 def _evaluate(task: Task, step: int, workdir: str, chief: bool, records: list, log):
@@ -415,7 +414,7 @@ def _evaluate(task: Task, step: int, workdir: str, chief: bool, records: list, l
     record = {"step": step, "time": time.time(), **metrics}
     records.append(record)
     if chief:
-        _write_metrics(workdir, records)
+        workdir_lib.write_metrics(workdir, records)
         for k, v in metrics.items():
             if isinstance(v, float) and math.isfinite(v):
                 tf.summary.scalar(f"val/{k}", v, step=step)
@@ -448,26 +447,6 @@ def _maybe_best(task, step, record, best, best_manager, best_dir, chief, log):
     best_manager.save(checkpoint_number=step)
     best = {"step": step, "metric": task.best_metric, "value": value, "metrics": record}
     if chief:
-        files.write_json(os.path.join(best_dir, "best.json"), best, default=_jsonable)
+        workdir_lib.write_best(best_dir, best)
     log(f"[{task.kind}] new best {task.best_metric} {value:.4f} at step {step} -> {best_dir}")
     return best
-
-
-def read_model_json(workdir: str) -> dict:
-    """``W/model.json`` of a work directory (kind, step, ...)."""
-    path = os.path.join(workdir, "model.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir!r} a trained tfmodels work directory?")
-    with open(path) as f:
-        return json.load(f)
-
-
-def checkpoint_path(workdir: str, best: bool = True) -> str:
-    """The best checkpoint (``W/best/``) if ``best`` and present, else the latest in ``W/ckpt/``."""
-    path = tf.train.latest_checkpoint(os.path.join(workdir, "best")) if best else None
-    if best and not path:
-        print(f"note: {workdir} has no best/ checkpoint; using the latest", file=sys.stderr)
-    path = path or tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
-    if not path:
-        raise FileNotFoundError(f"no checkpoint in {workdir}/best or {workdir}/ckpt")
-    return path

@@ -18,7 +18,9 @@
 
 ``train_dvbpr(cfg, workdir)`` is the command-line entry point;
 ``load_dvbpr(workdir)`` and ``load_scorer(workdir)`` reopen a finished (or
-running) work directory for evaluation, design and export.
+running) work directory for evaluation, design and export from the directory
+alone (``tfmodels.workdir``: ids and split from W/data.npz, pixels from the image
+cache training read, else the raw data again).
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfmodels import config as config_lib
-from tfmodels import files
+from tfmodels import files, kinds
+from tfmodels import workdir as workdir_lib
+from tfmodels.data import images as images_lib
+from tfmodels.data.images import to_model_input
 from tfmodels.models.dvbpr import DVBPR, build_dvbpr, dvbpr_loss_per_example, bpr_loss_per_example
 from tfmodels.training import loop
-from tfmodels.training.loop import checkpoint_path, read_model_json
 from tfmodels.training.strategy import build_strategy
+
+KIND = "dvbpr"
 
 PROJECTOR_ITEMS = 4096
 """At most this many items (a seeded random subset) go to the embedding projector."""
@@ -45,8 +50,7 @@ PROJECTOR_THUMB = 32
 
 
 def load_data(cfg):
-    """(dataset, split, images uint8 [N, R, R, 3]) for ``cfg.data``, as training saw them."""
-    from tfmodels.data import images as images_lib
+    """(dataset, split, images uint8 [N, R, R, 3]) read from the raw data ``cfg.data`` names."""
     from tfmodels.data.loading import load_for_training
 
     dataset, split = load_for_training(cfg)
@@ -62,7 +66,6 @@ def embed_items(model: DVBPR, images: np.ndarray, batch_size: int = 256) -> np.n
     """Phi(X_i) for every item: float32 [N, K], in batches (inference mode, host)."""
     @tf.function(input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.uint8)])
     def embed(batch):
-        from tfmodels.data.images import to_model_input
         return model.item_embeddings(to_model_input(batch), training=False)
 
     out = np.empty((len(images), model.embedding_dim), np.float32)
@@ -94,7 +97,7 @@ def build_scorer(model: DVBPR, images: np.ndarray, batch_size: int = 256):
 class DVBPRTask(loop.Task):
     """DVBPR in the shared loop. Host-side construction; see the module docstring."""
 
-    kind = "dvbpr"
+    kind = KIND
     best_metric = "auc_all"
     best_mode = "max"
 
@@ -122,11 +125,15 @@ class DVBPRTask(loop.Task):
     def build(self, strategy):
         cfg = self.cfg
         self.model = build_dvbpr(cfg.model, self.split.num_users, cfg.data.resolution)
-        if cfg.model.init_from:
-            load_pretrained_into(self.model, cfg.model.init_from)
         self.optimizer = loop.build_optimizer(cfg.train.learning_rate, cfg.train.mixed_precision)
         # Slots now (not at the first step), so a restored checkpoint fills them at once.
         self.optimizer.build(self.model.trainable_variables)
+
+    def initialize(self):
+        # Only for a fresh run: a resumed one has the tower in its checkpoint, so the
+        # classifier's folder need not exist any more.
+        if self.cfg.model.init_from:
+            load_pretrained_into(self.model, self.cfg.model.init_from)
 
     def build_inputs(self, strategy):
         # Outside the strategy's scope and pinned to the host CPU: a plain (not
@@ -146,8 +153,6 @@ class DVBPRTask(loop.Task):
                                    seed=self.cfg.train.seed + start_step)
 
     def train_step(self, batch):
-        from tfmodels.data.images import to_model_input
-
         t = self.cfg.train
         users, pos, neg = batch["user"], batch["pos"], batch["neg"]
         pixels = to_model_input(tf.gather(self.image_table, tf.concat([pos, neg], axis=0)))
@@ -202,41 +207,19 @@ class DVBPRTask(loop.Task):
 def load_pretrained_into(model: DVBPR, classifier_workdir: str) -> None:
     """Copies a pre-trained classifier's CNN-F trunk into ``model.item_tower``.
 
-    The classifier (``tfmodels.models.classifier``) builds its trunk with the same
-    ``build_item_tower``, so layers match by name. Layers whose shapes differ
-    (typically the final ``embedding`` layer when K differs) keep their fresh
-    initialisation; a conv/fc shape mismatch elsewhere is an error.
+    The classifier (``tfmodels.training.classifier``) builds its trunk with the same
+    ``build_item_tower``, so layers match by name. The final ``embedding`` layer
+    keeps its fresh initialisation when its shape differs (K differs); a conv/fc
+    shape mismatch elsewhere is an error.
     """
-    from tfmodels.training import baselines
+    from tfmodels.training import classifier
 
-    if hasattr(baselines, "load_pretrained_tower"):
-        source = baselines.load_pretrained_tower(classifier_workdir)
-    else:
-        source = baselines.load_classifier(classifier_workdir, best=True)[0].item_tower
-    copied, skipped = [], []
-    for layer in model.item_tower.layers:
-        if not layer.weights:
-            continue
-        try:
-            src = source.get_layer(layer.name)
-        except ValueError:
-            skipped.append(layer.name)
-            continue
-        shapes = [tuple(w.shape) for w in layer.get_weights()]
-        src_weights = src.get_weights()
-        if [tuple(w.shape) for w in src_weights] != shapes:
-            if layer.name == "embedding":
-                skipped.append(layer.name)
-                continue
-            raise ValueError(f"model.init_from={classifier_workdir}: layer {layer.name} has shapes "
-                             f"{[w.shape for w in src_weights]}, DVBPR expects {shapes} "
-                             f"(use the same model.width / fc_units / data.resolution)")
-        layer.set_weights(src_weights)
-        copied.append(layer.name)
-    if not copied:
-        raise ValueError(f"model.init_from={classifier_workdir}: no layer of the item tower matched")
+    source = classifier.load_pretrained_tower(classifier_workdir)
+    copied = classifier.copy_tower_weights(source, model.item_tower, f"model.init_from={classifier_workdir}",
+                                           keep_fresh=("embedding",))
+    fresh = [layer.name for layer in model.item_tower.layers if layer.weights and layer.name not in copied]
     print(f"[dvbpr] item tower initialised from {classifier_workdir}: {', '.join(copied)}"
-          + (f" (kept fresh: {', '.join(skipped)})" if skipped else ""), flush=True)
+          + (f" (kept fresh: {', '.join(fresh)})" if fresh else ""), flush=True)
 
 
 # --------------------------------------------------------------------------- projector
@@ -295,25 +278,12 @@ def write_projector(workdir: str, model: DVBPR, dataset, images: np.ndarray,
 # --------------------------------------------------------------------------- entry points
 
 
-def _check_resumable(cfg, workdir: str) -> None:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path) or not tf.train.latest_checkpoint(os.path.join(workdir, "ckpt")):
-        return
-    old, new = config_lib.to_dict(config_lib.load(workdir)), config_lib.to_dict(cfg)
-    old["data"].pop("cache_dir", None)  # where the image cache lives does not change the run
-    new["data"].pop("cache_dir", None)
-    for section in ("data", "model", "world"):
-        if old[section] != new[section]:
-            diff = {k: (old[section].get(k), v) for k, v in new[section].items() if old[section].get(k) != v}
-            raise ValueError(f"{workdir} holds a run with different {section} settings "
-                             f"(saved vs now: {diff}); use a new --workdir or the same settings")
-
-
 def train_dvbpr_on(cfg, workdir: str, dataset, split, images, strategy=None, evaluate_fn=None) -> dict:
     """Trains DVBPR on given data (resuming from ``W/ckpt``); returns ``loop.run``'s summary."""
-    _check_resumable(cfg, workdir)
-    config_lib.save(cfg, workdir)
     strategy = strategy or build_strategy(cfg.train.strategy)
+    workdir_lib.check_resumable(cfg, workdir, kinds.get(KIND).resume_keys)
+    workdir_lib.save_config(cfg, workdir)
+    workdir_lib.save_data(workdir, dataset, split, images)
     task = DVBPRTask(cfg, dataset, split, images, evaluate_fn=evaluate_fn)
     result = loop.run(task, cfg.train, workdir, strategy)
     result["task"] = task
@@ -338,25 +308,19 @@ def load_dvbpr(workdir: str, best: bool = True):
     """Reopens a DVBPR work directory: (model, dataset, split, images uint8 [N, R, R, 3]).
 
     Restores W/best/ (best validation AUC) when ``best`` and it exists, else the
-    latest W/ckpt/ checkpoint. Data are reloaded from W/config.json (the image
-    cache makes that cheap).
+    latest W/ckpt/ checkpoint. Ids and split come from W/data.npz; the pixels from
+    the image cache training read or, when that is gone, from the raw data again.
     """
-    info = read_model_json(workdir)
-    if info.get("kind") != "dvbpr":
-        raise ValueError(f"{workdir}/model.json: kind is {info.get('kind')!r}, expected 'dvbpr'")
-    cfg = config_lib.load(workdir)
-    dataset, split, images = load_data(cfg)
+    workdir_lib.read_model_json(workdir, kind=KIND)
+    cfg = workdir_lib.load_config(workdir)
+    dataset, split = workdir_lib.load_data(workdir)
+    images = workdir_lib.image_array(workdir)
     model = build_dvbpr(cfg.model, split.num_users, cfg.data.resolution)
-    tf.train.Checkpoint(model=model).restore(checkpoint_path(workdir, best)).expect_partial()
+    tf.train.Checkpoint(model=model).restore(workdir_lib.checkpoint_path(workdir, best)).expect_partial()
     return model, dataset, split, images
 
 
 def load_scorer(workdir: str, best: bool = True):
-    """(score_fn, dataset, split) for any recommender work directory (dvbpr, bpr-mf, vbpr, pop)."""
-    info = read_model_json(workdir)
-    if info.get("kind") == "dvbpr":
-        model, dataset, split, images = load_dvbpr(workdir, best=best)
-        return build_scorer(model, images), dataset, split
-    from tfmodels.training import baselines
-
-    return baselines.load_scorer(workdir, best=best)
+    """(score_fn, dataset, split) of a DVBPR work directory (``tfmodels.kinds.load_scorer`` for any kind)."""
+    model, dataset, split, images = load_dvbpr(workdir, best=best)
+    return build_scorer(model, images), dataset, split

@@ -1,0 +1,212 @@
+"""The category classifier: the project's own pre-trained CNN (no downloaded weights).
+
+``tfmodels train classifier`` trains the CNN-F trunk plus a softmax head on the
+catalogue's categories (90% of labelled items train, 10% measure accuracy; best
+kept by accuracy) with the shared loop. Three things use it:
+
+- DVBPR's pre-trained initialisation (``model.init_from``): ``load_pretrained_tower``
+  + ``copy_tower_weights``, run only when the DVBPR run has no checkpoint yet;
+- VBPR's frozen image features (``classifier_features``, fc7 scaled to mean norm 1);
+- the design search's optional category term (``load_classifier``).
+
+Everything here runs on the host except ``train_step`` (replica context).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfmodels import kinds
+from tfmodels import workdir as workdir_lib
+from tfmodels.data.images import load_images, to_model_input
+from tfmodels.data.sampler import labelled_image_batches
+from tfmodels.models.classifier import CategoryClassifier, cross_entropy_per_example
+from tfmodels.training import loop
+from tfmodels.training.strategy import build_strategy
+
+KIND = "classifier"
+VAL_SHARE = 0.1
+"""Share of labelled items the classifier holds out to measure accuracy."""
+
+
+class ClassifierTask(loop.Task):
+    """Category classification on catalogue images: the pre-training of the CNN-F trunk.
+
+    train_step (replica context): mean softmax cross-entropy + classifier_l2 *
+    sum ||kernel||^2 (once per step), Adam; images flipped left-right at random.
+    evaluate: top-1 accuracy on the 10% held-out labelled items.
+    """
+
+    kind = KIND
+    best_metric = "accuracy"
+
+    def __init__(self, cfg, images: np.ndarray, categories: np.ndarray, category_names: list[str]):
+        categories = np.asarray(categories, np.int32)
+        if len(images) != len(categories):
+            raise ValueError(f"classifier: {len(images)} images but {len(categories)} category labels")
+        labelled = np.flatnonzero(categories >= 0)
+        present = np.unique(categories[labelled])
+        if len(present) < 2:
+            raise ValueError(f"classifier: need items of at least 2 categories, found {len(present)} "
+                             f"(dataset categories: {category_names[:10]})")
+        rng = np.random.default_rng(cfg.train.seed)
+        order = rng.permutation(labelled)
+        n_val = max(1, int(round(len(order) * VAL_SHARE)))
+        self.val_items, self.train_items = np.sort(order[:n_val]), np.sort(order[n_val:])
+        self.cfg = cfg
+        self.images = images
+        self.categories = categories
+        self.num_categories = int(max(categories.max() + 1, len(category_names)))
+        self.category_names = list(category_names)
+
+    def build(self, strategy):
+        self.model = CategoryClassifier(self.cfg.model, self.images.shape[1], self.num_categories)
+        self.optimizer = loop.build_optimizer(self.cfg.baseline.classifier_learning_rate,
+                                              self.cfg.train.mixed_precision)
+
+    def checkpoint_items(self):
+        return {"model": self.model, "optimizer": self.optimizer}
+
+    def train_step(self, batch):
+        x = to_model_input(batch["images"])
+        flip = tf.random.uniform([tf.shape(x)[0], 1, 1, 1]) < 0.5
+        x = tf.where(flip, tf.image.flip_left_right(x), x)
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=True)
+            loss = loop.average_loss(cross_entropy_per_example(batch["category"], logits))
+            loss += loop.scale_regularization(self.cfg.baseline.classifier_l2 * self.model.kernel_l2())
+        grads = loop.compute_gradients(tape, self.optimizer, loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), batch["category"]), tf.float32)
+        return {"loss": loss, "train_accuracy": loop.average_loss(correct)}
+
+    def make_dataset(self, strategy, start_step):
+        batch = self.cfg.baseline.classifier_batch_size
+        seed = self.cfg.train.seed + start_step
+
+        def fn(ctx):
+            per_replica = ctx.get_per_replica_batch_size(batch)
+            return labelled_image_batches(self.images, self.categories, self.train_items, per_replica,
+                                          seed + ctx.input_pipeline_id)
+
+        return strategy.distribute_datasets_from_function(fn)
+
+    def evaluate(self, step):
+        logits = predict_in_batches(self.model, self.images, self.val_items)
+        acc = float(np.mean(np.argmax(logits, -1) == self.categories[self.val_items]))
+        return {"accuracy": acc, "val_items": int(len(self.val_items)),
+                "chance": float(np.max(np.bincount(self.categories[self.val_items])) / len(self.val_items))}
+
+    def model_info(self):
+        return {"num_categories": self.num_categories, "category_names": self.category_names,
+                "resolution": int(self.images.shape[1]), "feature_layer": "fc7",
+                "train_items": int(len(self.train_items)), "val_items": int(len(self.val_items))}
+
+
+def predict_in_batches(fn, images, items=None, batch_size=256) -> np.ndarray:
+    """Applies ``fn`` (float images in [-1, 1] -> [b, d]) to uint8 images in batches; returns [n, d]."""
+    items = np.arange(len(images)) if items is None else np.asarray(items)
+    call = tf.function(lambda x: fn(to_model_input(x), training=False)) if isinstance(fn, tf.keras.Model) \
+        else tf.function(lambda x: fn(to_model_input(x)))
+    out = [call(tf.constant(np.asarray(images[items[s:s + batch_size]]))).numpy()
+           for s in range(0, len(items), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def train_classifier(cfg, workdir: str, dataset=None) -> dict:
+    """``tfmodels train classifier``: the CNN-F trunk + softmax head on the catalogue's labels.
+
+    Trains up to ``cfg.baseline.classifier_steps`` steps (or ``train.minutes``) of
+    ``classifier_batch_size`` images at ``cfg.data.resolution``; checkpoints and
+    evaluation follow ``cfg.train``. ``dataset`` defaults to ``load_dataset(cfg)``
+    (any labelled image set will do: users are not needed).
+    """
+    strategy = build_strategy(cfg.train.strategy)
+    workdir_lib.check_resumable(cfg, workdir, kinds.get(KIND).resume_keys)
+    workdir_lib.save_config(cfg, workdir)
+    if dataset is None:
+        from tfmodels.data.loading import load_dataset
+
+        dataset = load_dataset(cfg)
+    images = load_images(dataset, cfg.data.resolution, cache_dir=cfg.data.cache_dir,
+                         skip_bad=cfg.data.skip_bad_images)
+    task = ClassifierTask(cfg, images, dataset.categories, dataset.category_names)
+    return loop.run(task, cfg.train, workdir, strategy, steps=kinds.get(KIND).steps(cfg))
+
+
+def load_classifier(workdir: str, best: bool = True) -> tuple[CategoryClassifier, object]:
+    """(classifier with restored weights, its Config) from a classifier work directory."""
+    info = workdir_lib.read_model_json(workdir)
+    if info.get("kind") != KIND:
+        raise ValueError(f"{workdir} holds a {info.get('kind')!r} model, not a classifier")
+    cfg = workdir_lib.load_config(workdir)
+    model = CategoryClassifier(cfg.model, int(info["resolution"]), int(info["num_categories"]))
+    tf.train.Checkpoint(model=model).restore(workdir_lib.checkpoint_path(workdir, best)).expect_partial()
+    return model, cfg
+
+
+def classifier_features(classifier_workdir: str, dataset, cache_dir: str = "", best: bool = True) -> np.ndarray:
+    """Frozen fc7 features float32 [num_items, fc_units] of every item, scaled to mean L2 norm 1.
+
+    The scale only conditions VBPR's optimisation (E and beta' see inputs of
+    norm ~1 whatever the classifier's width); it does not change the ranking power.
+    """
+    model, ccfg = load_classifier(classifier_workdir, best)
+    images = load_images(dataset, model.resolution, cache_dir=cache_dir or ccfg.data.cache_dir,
+                         skip_bad=ccfg.data.skip_bad_images)
+    feats = predict_in_batches(lambda x: model.features(x), images).astype(np.float32)
+    norm = float(np.mean(np.linalg.norm(feats, axis=1)))
+    if not np.isfinite(norm) or norm <= 0:
+        raise ValueError(f"classifier {classifier_workdir}: fc7 features are all zero or non-finite")
+    return feats / norm
+
+
+def load_pretrained_tower(classifier_workdir: str, best: bool = True) -> tf.keras.Model:
+    """The restored CNN-F trunk (``item_tower``) of a classifier work directory.
+
+    Built by ``build_item_tower`` with the classifier's own model config and
+    resolution, so its layers (conv1..conv5, fc6, fc7, embedding) match a DVBPR
+    tower of the same settings by name and shape (``copy_tower_weights``).
+    """
+    if not os.path.isdir(classifier_workdir):
+        raise FileNotFoundError(f"pre-trained classifier {classifier_workdir!r} does not exist")
+    return load_classifier(classifier_workdir, best)[0].item_tower
+
+
+def copy_tower_weights(source: tf.keras.Model, tower: tf.keras.Model, what: str = "pre-trained tower",
+                       keep_fresh=()) -> list[str]:
+    """Copies weights layer by layer (matched by name) from ``source`` into ``tower``; returns copied names.
+
+    Layers named in ``keep_fresh`` (e.g. the final ``embedding`` layer when K
+    differs) keep their initialisation when the source lacks them or their shapes
+    differ; any other missing layer or shape mismatch is an error.
+
+    Raises:
+      ValueError: naming the first layer that is missing or whose shapes differ.
+    """
+    copied = []
+    for layer in tower.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        try:
+            src_w = source.get_layer(layer.name).get_weights()
+        except ValueError:
+            if layer.name in keep_fresh:
+                continue
+            raise ValueError(f"{what} has no layer {layer.name!r}") from None
+        shapes, src_shapes = [w.shape for w in weights], [w.shape for w in src_w]
+        if shapes != src_shapes:
+            if layer.name in keep_fresh:
+                continue
+            raise ValueError(f"{what}: layer {layer.name} has shapes {src_shapes}, the target needs {shapes} "
+                             f"(use the same model.width / fc_units / data.resolution)")
+        layer.set_weights(src_w)
+        copied.append(layer.name)
+    if not copied:
+        raise ValueError(f"no weights copied from {what}")
+    return copied
