@@ -236,7 +236,7 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
             log(f"{name}: reusing the category classifier in {classifier_dir}")
         else:
             ccfg = copy.deepcopy(cfg)
-            ccfg.baseline.classifier_steps = mode["classifier_steps"]
+            ccfg.classifier.steps = mode["classifier_steps"]
             t2 = time.time()
             baselines.train_classifier(ccfg, classifier_dir, dataset)
             log(f"{name}: category classifier, {mode['classifier_steps']} steps in "

@@ -78,11 +78,11 @@ def build_config(name: str, preset: str, hm_dir: str, overrides: list[str]):
         cfg.world.interactions_per_user = 8
         cfg.model.fc_units = 64
         cfg.train.steps = 400
-        cfg.train.batch_size = 64
+        cfg.train.batch_size = cfg.baseline.batch_size = 64
         cfg.train.eval_every = 50
         cfg.train.checkpoint_every = 50
         cfg.train.steps_per_loop = 25
-        cfg.baseline.classifier_steps = 150
+        cfg.classifier.steps = 150
     else:
         cfg = config_lib.preset(preset)
     cfg.train.histogram_every = 0  # not needed here; saves time
@@ -190,22 +190,22 @@ def run_dataset(name: str, args, log) -> dict:
         log(f"[{name}] TEST {method}: " + "  ".join(
             f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k in COLUMNS))
 
-    def budgeted(method, steps: int | None = None):
+    def budgeted(method):
         mcfg = copy.deepcopy(cfg)
         mcfg.train.minutes = budgets[method]
-        mcfg.train.steps = steps or mcfg.train.steps
+        mcfg.baseline.steps = args.baseline_max_steps or 5 * cfg.train.steps
         return mcfg
 
     def run_baseline(method, train_fn):
         w = os.path.join(root, method)
-        mcfg = budgeted(method, args.baseline_max_steps or 5 * cfg.train.steps)
+        mcfg = budgeted(method)
         result = train_or_reuse(method, w, lambda: train_fn(mcfg, w, dataset, split))
         evaluate_test(method, kinds.load_scorer(w, best=True)[0], result)
         report["curves"][method] = read_curve(w)
 
     def run_dvbpr(method, init_from=""):
         w = os.path.join(root, method)
-        mcfg = budgeted(method, cfg.train.steps)
+        mcfg = budgeted(method)
         mcfg.model.init_from = init_from
         # One strategy object per process for every run (see strategy.build_strategy).
         result = train_or_reuse(method, w, lambda: recommender.train_dvbpr_on(
@@ -223,7 +223,7 @@ def run_dataset(name: str, args, log) -> dict:
     methods = [m for m in METHODS if m in args.methods]
     if {"vbpr", "dvbpr-init"} & set(methods):
         w = os.path.join(root, "classifier")
-        ccfg = budgeted("classifier")  # its cap: baseline.classifier_steps
+        ccfg = budgeted("classifier")
         clf = train_or_reuse("classifier", w, lambda: classifier.train_classifier(ccfg, w, dataset=dataset))
         report["classifier"] = {"steps": int(clf["step"]), "accuracy": clf["metrics"].get("accuracy"),
                                 "chance": clf["metrics"].get("chance"),

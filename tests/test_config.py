@@ -63,3 +63,14 @@ def test_keras3_already_imported_is_a_clear_error():
 def test_tf_keras_is_keras2():
     import tensorflow as tf
     assert tf.keras.__name__.startswith("tf_keras") or tf.keras.__name__.startswith("keras.api._v2")
+
+
+def test_renamed_keys_of_earlier_versions_still_work():
+    cfg = config.apply_overrides(config.tiny(), ["baseline.classifier_steps=7", "classifier.l2=0.5"])
+    assert cfg.classifier.steps == 7 and cfg.classifier.l2 == 0.5
+    old = config.to_dict(config.tiny())
+    old["baseline"]["classifier_learning_rate"] = 0.02  # as an earlier config.json had it
+    del old["classifier"]
+    assert config.from_dict(old).classifier.learning_rate == 0.02
+    with pytest.raises(ValueError, match="unknown key baseline.classifier_speed"):
+        config.from_dict({"baseline": {"classifier_speed": 1}})

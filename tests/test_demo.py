@@ -91,7 +91,7 @@ def test_tiny_demo_end_to_end_then_reuses_everything(tmp_path):
 def test_tiny_demo_keeps_its_wall_clock_budget(tmp_path):
     """Step caps far beyond the budget: the training stages stop on their share of --minutes."""
     out = tmp_path / "demo"
-    run = _demo(out, "--minutes", "3", "--set", "train.steps=100000", timeout=600)
+    run = _demo(out, "--minutes", "3", "--set", "train.steps=100000", "--set", "baseline.steps=100000", timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     timings = json.loads((out / "timings.json").read_text())
     assert timings["total"]["wall_s"] <= 180, timings["total"]

@@ -55,7 +55,7 @@ def workdirs(tmp_path_factory):
     rec, gan, clf = str(root / "rec"), str(root / "gan"), str(root / "clf")
     train_dvbpr(cfg, rec)
     train_gan(cfg, gan)
-    cfg.baseline.classifier_steps = 4
+    cfg.classifier.steps = 4
     train_classifier(cfg, clf)
     return rec, gan, root, clf
 

@@ -73,11 +73,11 @@ def world(tmp_path_factory):
     cfg.data.resolution = 16
     cfg.data.cache_dir = os.path.join(root, "cache")
     cfg.model.fc_units = 32
-    cfg.train.steps = 200
+    cfg.baseline.steps = 200
     cfg.train.steps_per_loop = 50
     cfg.train.eval_every = 100
     cfg.train.checkpoint_every = 100
-    cfg.train.batch_size = 64
+    cfg.baseline.batch_size = 64
     cfg.baseline.learning_rate = 0.05
     cfg.baseline.l2 = 1e-4
     dataset, split = load_data(cfg)
@@ -117,7 +117,7 @@ def test_bpr_mf_learns_and_is_blind_to_cold_items(world, tmp_path):
     cfg, dataset, split, _ = world
     w = str(tmp_path / "bpr")
     out = baselines.train_bpr_mf(cfg, w, dataset, split)
-    assert out["step"] == cfg.train.steps
+    assert out["step"] == cfg.baseline.steps
     records = [json.loads(line) for line in open(os.path.join(w, "metrics.jsonl"))]
     assert [r["step"] for r in records] == [100, 200]
     # Validation items are warm items of the user's group: MF must rank them well.
@@ -137,8 +137,8 @@ def classifier(world, tmp_path_factory):
 
     cfg, dataset, _, _ = world
     ccfg = config_lib.from_dict(config_lib.to_dict(cfg))
-    ccfg.baseline.classifier_steps = 100
-    ccfg.baseline.classifier_learning_rate = 3e-3
+    ccfg.classifier.steps = 100
+    ccfg.classifier.learning_rate = 3e-3
     ccfg.train.eval_every = 100
     ccfg.train.checkpoint_every = 100
     w = str(tmp_path_factory.mktemp("clf"))
@@ -176,7 +176,7 @@ def test_vbpr_trains_with_finite_loss_and_sees_cold_items(world, classifier, tmp
     cfg, dataset, split, _ = world
     vcfg = config_lib.from_dict(config_lib.to_dict(cfg))
     vcfg.baseline.features_from = classifier[0]
-    vcfg.train.steps = 100
+    vcfg.baseline.steps = 100
     w = str(tmp_path / "vbpr")
     out = baselines.train_vbpr(vcfg, w, dataset, split)
     assert all(np.isfinite(v) for v in out["losses"].values())

@@ -30,9 +30,9 @@ write_world(root)
 cfg = config_lib.tiny()
 cfg.data.dataset = "generic"; cfg.data.data_dir = root; cfg.data.resolution = 16
 cfg.data.cache_dir = os.path.join(root, "cache"); cfg.model.fc_units = 32
-cfg.train.strategy = "mirrored"; cfg.train.steps = 40; cfg.train.batch_size = 64
+cfg.train.strategy = "mirrored"; cfg.baseline.steps = 40; cfg.baseline.batch_size = 64
 cfg.train.eval_every = 40; cfg.train.checkpoint_every = 40; cfg.train.steps_per_loop = 20
-cfg.baseline.learning_rate = 0.05; cfg.baseline.l2 = 1e-4; cfg.baseline.classifier_steps = 10
+cfg.baseline.learning_rate = 0.05; cfg.baseline.l2 = 1e-4; cfg.classifier.steps = 10
 ds, sp = load_for_training(cfg)
 out = {{}}
 for kind, fn in (("vbpr", baselines.train_vbpr),):

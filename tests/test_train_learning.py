@@ -68,7 +68,7 @@ def test_item_tower_initialised_from_pretrained_classifier(tmp_path):
     dataset, split, images = colour_world()
     cfg = tiny_config(steps_per_loop=5, eval_every=0, checkpoint_every=5)
     cfg.data.cache_dir = str(tmp_path / "cache")
-    cfg.baseline.classifier_steps = 5
+    cfg.classifier.steps = 5
     classifier_training.train_classifier(cfg, str(tmp_path / "clf"), dataset=dataset)
     classifier, _ = classifier_training.load_classifier(str(tmp_path / "clf"))
 

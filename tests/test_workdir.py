@@ -18,7 +18,7 @@ from tfmodels import workdir as workdir_lib
 def _cfg(root, steps=4):
     cfg = tiny_cfg(os.path.join(root, "data"), os.path.join(root, "cache"))
     cfg.train.steps, cfg.train.steps_per_loop, cfg.train.eval_every, cfg.train.checkpoint_every = steps, 2, 2, 2
-    cfg.baseline.classifier_steps = steps
+    cfg.classifier.steps = cfg.baseline.steps = steps
     cfg.gan.steps = steps
     return cfg
 
@@ -138,3 +138,15 @@ def test_time_budget_stops_with_a_checkpoint_and_resumes(tmp_path):
     cfg.train.minutes, cfg.train.steps = 0.0, 6  # no budget: the step cap ends it
     last = recommender.train_dvbpr_on(cfg, w, dataset, split, images, evaluate_fn=fast_eval)
     assert last["step"] == 6 and last["stopped"] == "steps"
+
+
+def test_a_run_of_an_earlier_version_without_data_npz_still_loads(root, tmp_path, capsys):
+    cfg = _cfg(root, steps=2)
+    w = str(tmp_path / "pop")
+    kinds.get("pop").train(cfg, w)
+    _, _, split = kinds.load_scorer(w)
+    os.remove(os.path.join(w, "data.npz"))
+    _, dataset, again = kinds.load_scorer(w)
+    assert "reading its data again" in capsys.readouterr().err
+    np.testing.assert_array_equal(again.test_item, split.test_item)
+    assert dataset.num_items == 96

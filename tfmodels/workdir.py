@@ -225,16 +225,19 @@ def load_data(workdir: str):
     split's training pairs) and simulated users; its images are the decoded-image
     cache training read, when there is one (``image_array`` also reads the raw data).
 
-    Raises:
-      FileNotFoundError: no ``W/data.npz`` (a run of an older version: retrain it).
+    A run of an earlier version (no ``W/data.npz``) reads its data again.
     """
     from tfmodels.data.dataset import Dataset, Split
     from tfmodels.data.images import ArrayImageSource
 
     path = os.path.join(workdir, DATA)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: {workdir!r} was trained by an older version of tfmodels "
-                                "or is not a recommender work directory (retrain it)")
+        # A run of an earlier version: its data as config.json names them.
+        from tfmodels.data.loading import load_for_training
+
+        print(f"note: {workdir} has no {DATA} (trained by an earlier version); reading its data again",
+              file=sys.stderr)
+        return load_for_training(load_config(workdir))
     with np.load(path) as z:
         data = {k: z[k] for k in z.files}
     item_ids, user_ids = data["item_ids"], data["user_ids"]
@@ -295,11 +298,10 @@ def image_array(workdir: str) -> np.ndarray:
       FileNotFoundError / ValueError: neither the cache nor the raw data (the same items) are there.
     """
     path = os.path.join(workdir, DATA)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: {workdir!r} was trained by an older version of tfmodels "
-                                "or is not a recommender work directory (retrain it)")
-    with np.load(path) as z:
-        cache, item_ids = _cache_file(workdir, str(z["image_cache"])), z["item_ids"]
+    cache, item_ids = "", None
+    if os.path.exists(path):
+        with np.load(path) as z:
+            cache, item_ids = _cache_file(workdir, str(z["image_cache"])), z["item_ids"]
     if cache and os.path.exists(cache):
         array = np.load(cache, mmap_mode="r")
         if len(array) == len(item_ids):
@@ -311,7 +313,7 @@ def image_array(workdir: str) -> np.ndarray:
     print(f"note: {workdir}: no image cache ({cache or 'none recorded'}); reading the images of "
           f"{cfg.data.dataset} {cfg.data.data_dir or '(default location)'} again", file=sys.stderr)
     dataset = load_dataset(cfg)
-    if not np.array_equal(np.asarray(dataset.item_ids).astype(str), item_ids):
+    if item_ids is not None and not np.array_equal(np.asarray(dataset.item_ids).astype(str), item_ids):
         raise ValueError(f"{workdir}: the data at {cfg.data.data_dir or cfg.data.dataset} are not the "
                          f"{len(item_ids)} items the run was trained on")
     return load_images(dataset, cfg.data.resolution, cfg.data.cache_dir, skip_bad=cfg.data.skip_bad_images)

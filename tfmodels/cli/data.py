@@ -41,9 +41,11 @@ def add_data_arguments(p: argparse.ArgumentParser, default_preset: str = "cpu") 
                         "training reuses); without it such images are an error listing them")
     p.add_argument("--simulate", action="store_true", default=None,
                    help="replace the dataset's interactions by simulated users with known tastes over its images")
-    p.add_argument("--preset", default=default_preset, choices=["tiny", "cpu", "paper"],
-                   help=f"configuration preset (tiny: tests; cpu: this machine; paper: the published setting; "
-                        f"default {default_preset})")
+    from tfmodels.config import PRESETS
+
+    p.add_argument("--preset", default=default_preset, choices=list(PRESETS),
+                   help=f"configuration preset (tiny: tests; cpu: this machine; demo: cpu sized for `tfmodels demo`; "
+                        f"paper: the published setting; default {default_preset})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set data.resolution=64 (repeatable; unknown keys are an error)")
 

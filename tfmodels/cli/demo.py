@@ -92,38 +92,18 @@ def register(sub) -> None:
 
 
 DEFAULT_MINUTES = {"cpu": 20.0, "tiny": 0.0, "paper": 0.0}
+CONFIG_PRESET = {"cpu": "demo", "tiny": "tiny", "paper": "paper"}
+"""The config preset (``tfmodels.config``) the stages of each demo --preset train with."""
 STAGE_SHARES = {"dvbpr": 0.45, "gan": 0.30, "classifier": 0.07, "vbpr": 0.05, "bpr-mf": 0.04}
 """Share of the demo's budget each training stage gets as ``train.minutes``. With two job slots DVBPR
 runs beside the GAN, then the classifier, VBPR, BPR-MF and PopRank: about half the budget is training
 wall time, the rest is TensorFlow start-ups, evaluation, export, serving and the report."""
 
 
-def stage_overrides(preset: str, data: str, minutes: float = 0.0) -> dict:
-    """Demo settings per stage: {"common": [...], kind: [...]} as ``--set`` strings.
-
-    cpu: step caps from CPU-seconds per step measured on an AVX-512 machine (DVBPR ~0.25,
-    32 px GAN ~0.3) that fit about 20 minutes there; with ``minutes`` > 0 every
-    training stage also gets ``train.minutes`` = its ``STAGE_SHARES`` of it, so
-    that a slower processor trains fewer steps instead of taking longer. The
-    recommender networks are the cpu preset's (64 px, CNN-F width 0.5, fc 512);
-    the GAN is trained at 32 px.
-    """
-    stages = {k: [] for k in KINDS}
-    if preset == "cpu":
-        stages.update({
-            "classifier": ["baseline.classifier_steps=400", "train.eval_every=100", "train.checkpoint_every=100"],
-            "bpr-mf": ["train.steps=2000", "train.eval_every=400", "train.checkpoint_every=400"],
-            "vbpr": ["train.steps=2000", "train.eval_every=400", "train.checkpoint_every=400"],
-            # 5x the paper's rate: in 450-step trials here it learned ~2x faster than 1e-4.
-            "dvbpr": ["train.steps=3000", "train.learning_rate=5e-4", "train.eval_every=300",
-                      "train.checkpoint_every=300"],
-            # 32 px: a 64 px GAN step costs ~0.9 CPU-s here, ~3.5x a DVBPR step.
-            "gan": ["gan.resolution=32", "gan.steps=1500", "gan.sample_every=250", "train.checkpoint_every=250"],
-        })
-    if minutes > 0:
-        for kind, share in STAGE_SHARES.items():
-            stages[kind].append(f"train.minutes={minutes * share:.2f}")
-    return {"common": ["train.histogram_every=0"] if preset == "cpu" else [], **stages}
+def stage_overrides(minutes: float = 0.0) -> dict:
+    """Each training stage's share of the demo's budget as a ``--set`` string: {kind: [...]}."""
+    return {kind: [f"train.minutes={minutes * STAGE_SHARES[kind]:.2f}"] if minutes > 0 and kind in STAGE_SHARES
+            else [] for kind in KINDS}
 
 
 def _config_for(preset: str, overrides: list):
@@ -346,11 +326,10 @@ def run(args) -> int:
     minutes = DEFAULT_MINUTES[args.preset] if args.minutes is None else args.minutes
     if minutes < 0:
         raise ValueError(f"--minutes must be >= 0, got {args.minutes}")
-    sizing = stage_overrides(args.preset, args.data, minutes)
-    common = sizing["common"] + list(args.overrides)
+    sizing = stage_overrides(minutes)
+    common = list(args.overrides)
     settings = {"data": args.data, "hm_dir": os.path.abspath(args.hm_dir) if args.data == "hm" else "",
-                "preset": args.preset, "overrides": common, "minutes": minutes,
-                "stages": {k: v for k, v in sizing.items() if k != "common"}}
+                "preset": CONFIG_PRESET[args.preset], "overrides": common, "minutes": minutes, "stages": sizing}
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     if args.data == "hm" and not os.path.isdir(args.hm_dir):
@@ -362,7 +341,7 @@ def run(args) -> int:
          + (f"budget {minutes:g} min)" if minutes else "no time budget)"))
 
     data = _dataset_args(args)
-    preset = ["--preset", args.preset]
+    preset = ["--preset", CONFIG_PRESET[args.preset]]
     runs = {k: os.path.join(out, "runs", k) for k in ("classifier",) + RECOMMENDERS + ("gan",)}
     runner = Runner(out, args.jobs, os.path.join(out, "logs"))
 
@@ -381,8 +360,8 @@ def run(args) -> int:
         if kind == "vbpr":
             extra.append(f"baseline.features_from={runs['classifier']}")
             deps = ("train classifier",)
-        sets = sizing["common"] + extra + list(args.overrides)
-        cfg = _config_for(args.preset, sets)
+        sets = extra + list(args.overrides)
+        cfg = _config_for(CONFIG_PRESET[args.preset], sets)
         cmd = ["train", kind] + data + preset + ["--workdir", runs[kind]] + _sets(sets)
         runner.add(Stage(f"train {kind}", cmd, _trained(runs[kind], KINDS[kind].steps(cfg)), deps))
     export_base = os.path.join(out, "export")

@@ -49,7 +49,7 @@ def _triples(strategy, split, cfg, start_step):
     from tfmodels.data.sampler import distributed_triples
 
     # A resumed run draws fresh triples instead of replaying the first ones.
-    return distributed_triples(strategy, split, cfg.train.batch_size, seed=cfg.train.seed + start_step)
+    return distributed_triples(strategy, split, cfg.baseline.batch_size, seed=cfg.train.seed + start_step)
 
 
 # --------------------------------------------------------------------------- tasks
@@ -168,7 +168,7 @@ def train_pop(cfg, workdir: str, dataset=None, split=None) -> dict:
 def train_bpr_mf(cfg, workdir: str, dataset=None, split=None) -> dict:
     """BPR-MF (theta_u . gamma_i + beta_i) trained on BPR triples with the shared loop."""
     strategy, dataset, split = _start(cfg, workdir, "bpr-mf", dataset, split)
-    return loop.run(BPRTask(cfg, split), cfg.train, workdir, strategy)
+    return loop.run(BPRTask(cfg, split), cfg.train, workdir, strategy, steps=cfg.baseline.steps)
 
 
 def train_vbpr(cfg, workdir: str, dataset=None, split=None, features=None, features_from: str = "") -> dict:
@@ -190,7 +190,7 @@ def train_vbpr(cfg, workdir: str, dataset=None, split=None, features=None, featu
     if features.shape[0] != split.num_items:
         raise ValueError(f"features from {source} cover {features.shape[0]} items, "
                          f"the dataset has {split.num_items}")
-    return loop.run(BPRTask(cfg, split, features, source), cfg.train, workdir, strategy)
+    return loop.run(BPRTask(cfg, split, features, source), cfg.train, workdir, strategy, steps=cfg.baseline.steps)
 
 
 # --------------------------------------------------------------------------- loading

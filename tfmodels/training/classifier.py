@@ -35,7 +35,7 @@ VAL_SHARE = 0.1
 class ClassifierTask(loop.Task):
     """Category classification on catalogue images: the pre-training of the CNN-F trunk.
 
-    train_step (replica context): mean softmax cross-entropy + classifier_l2 *
+    train_step (replica context): mean softmax cross-entropy + classifier.l2 *
     sum ||kernel||^2 (once per step), Adam; images flipped left-right at random.
     evaluate: top-1 accuracy on the 10% held-out labelled items.
     """
@@ -64,7 +64,7 @@ class ClassifierTask(loop.Task):
 
     def build(self, strategy):
         self.model = CategoryClassifier(self.cfg.model, self.images.shape[1], self.num_categories)
-        self.optimizer = loop.build_optimizer(self.cfg.baseline.classifier_learning_rate,
+        self.optimizer = loop.build_optimizer(self.cfg.classifier.learning_rate,
                                               self.cfg.train.mixed_precision)
 
     def checkpoint_items(self):
@@ -78,14 +78,14 @@ class ClassifierTask(loop.Task):
         with tf.GradientTape() as tape:
             logits = self.model(x, training=True)
             loss = loop.average_loss(cross_entropy_per_example(batch["category"], logits))
-            loss += loop.scale_regularization(self.cfg.baseline.classifier_l2 * self.model.kernel_l2())
+            loss += loop.scale_regularization(self.cfg.classifier.l2 * self.model.kernel_l2())
         grads = loop.compute_gradients(tape, self.optimizer, loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
         correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), batch["category"]), tf.float32)
         return {"loss": loss, "train_accuracy": loop.average_loss(correct)}
 
     def make_dataset(self, strategy, start_step):
-        batch = self.cfg.baseline.classifier_batch_size
+        batch = self.cfg.classifier.batch_size
         seed = self.cfg.train.seed + start_step
 
         def fn(ctx):
@@ -120,8 +120,8 @@ def predict_in_batches(fn, images, items=None, batch_size=256) -> np.ndarray:
 def train_classifier(cfg, workdir: str, dataset=None) -> dict:
     """``tfmodels train classifier``: the CNN-F trunk + softmax head on the catalogue's labels.
 
-    Trains up to ``cfg.baseline.classifier_steps`` steps (or ``train.minutes``) of
-    ``classifier_batch_size`` images at ``cfg.data.resolution``; checkpoints and
+    Trains up to ``cfg.classifier.steps`` steps (or ``train.minutes``) of
+    ``cfg.classifier.batch_size`` images at ``cfg.data.resolution``; checkpoints and
     evaluation follow ``cfg.train``. ``dataset`` defaults to ``load_dataset(cfg)``
     (any labelled image set will do: users are not needed).
     """
