@@ -83,6 +83,7 @@ import math
 import numpy as np
 
 from tfmodels.data.dataset import Dataset, ImageSource
+from tfmodels.data.images import load_images, to_model_input
 
 FEATURE_NAMES = ("coverage", "height", "width", "brightness", "chroma", "red_green", "yellow_blue", "pattern")
 """Names of the image features, in order."""
@@ -231,14 +232,6 @@ def _features(ops, x, height, width):
     return ops.stack([coverage, height_f, width_f, wmean(lum), chroma, wmean(a), wmean(bb), pattern], axis=1)
 
 
-def _to_float_np(images) -> np.ndarray:
-    """uint8 [0, 255] -> float32 [-1, 1] (the models' convention); float input is taken as [-1, 1]."""
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-        return images.astype(np.float32) / 127.5 - 1.0
-    return images.astype(np.float32, copy=False)
-
-
 def _check_images(images, where: str) -> None:
     shape = tuple(images.shape) if hasattr(images, "shape") else np.shape(images)
     if len(shape) != 4 or shape[-1] not in (3, None):
@@ -261,7 +254,8 @@ def image_features(images, batch: int = 256) -> np.ndarray:
     n = len(images)
     out = np.empty((n, len(FEATURE_NAMES)), np.float32)
     for s in range(0, n, batch):
-        x = _to_float_np(images[s:s + batch])
+        x = np.asarray(images[s:s + batch])
+        x = to_model_input(x) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
         out[s:s + len(x)] = _features(_NumpyOps, x, x.shape[1], x.shape[2])
     return out
 
@@ -516,35 +510,6 @@ class _SubsetImages(ImageSource):
         return self.source.render(self.indices[np.asarray(indices, dtype=np.int64)], resolution)
 
 
-def _read_images(dataset: Dataset, resolution: int, cache_dir: str = "") -> np.ndarray:
-    """Catalogue images at ``resolution``: the shared image pipeline when present, else a local fallback."""
-    try:
-        from tfmodels.data.images import load_images
-    except ImportError:
-        load_images = None
-    if load_images is not None:
-        return np.asarray(load_images(dataset, resolution, cache_dir=cache_dir))
-    src = dataset.images
-    drawn = src.render(np.arange(len(src)), resolution)
-    if drawn is not None:
-        return drawn
-    from PIL import Image
-
-    out = np.empty((len(src), resolution, resolution, 3), np.uint8)
-    for i in range(len(src)):
-        img = np.asarray(src.load(i))
-        if img.ndim == 2:
-            img = np.repeat(img[..., None], 3, axis=-1)
-        h, w = img.shape[:2]
-        side = max(h, w)
-        corners = np.stack([img[0, 0], img[0, -1], img[-1, 0], img[-1, -1]]).mean(0)
-        canvas = np.empty((side, side, 3), np.uint8)
-        canvas[:] = corners.astype(np.uint8)
-        canvas[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = img[..., :3]
-        out[i] = np.asarray(Image.fromarray(canvas).resize((resolution, resolution), Image.BILINEAR))
-    return out
-
-
 def _purchases(rng, scores: np.ndarray, beta: float, mean_count: int):
     """Samples distinct purchases per user (Gumbel-top-k on beta * scores) with increasing timestamps."""
     num_users, num_items = scores.shape
@@ -574,8 +539,8 @@ def build_world(cfg, images: ImageSource | None = None, categories=None, categor
     (Fashion-MNIST, H&M, ...): when 0 < cfg.world.num_items < len(images), a
     seeded random subset of that many images (kept in their original order);
     otherwise all of them. Features are computed from the images at 64 px
-    (``SOURCE_RESOLUTION``; via tfmodels.data.images.load_images when that
-    module exists, so the on-disk cache is shared).
+    (``SOURCE_RESOLUTION``) through tfmodels.data.images.load_images, so the
+    on-disk cache is shared.
 
     Args:
       cfg: a tfmodels.config.Config (uses cfg.world and cfg.data.cache_dir).
@@ -640,7 +605,7 @@ def build_world(cfg, images: ImageSource | None = None, categories=None, categor
     catalogue = Dataset(name=ds_name, item_ids=ids, images=source, categories=cats, category_names=names,
                         user_ids=np.array([], dtype=str), inter_user=np.zeros(0, np.int32),
                         inter_item=np.zeros(0, np.int32))
-    pixels = _read_images(catalogue, SOURCE_RESOLUTION, cache_dir=getattr(cfg.data, "cache_dir", ""))
+    pixels = np.asarray(load_images(catalogue, SOURCE_RESOLUTION, cache_dir=cfg.data.cache_dir))
     feats = image_features(pixels)
     mean, std = feats.mean(axis=0), feats.std(axis=0)
 
