@@ -43,7 +43,8 @@ and return NumPy arrays. :func:`build_designer` assembles one from two work
 directories; its design settings (a ``DesignConfig``, held as ``designer.config``)
 come from, in increasing precedence: the ``DesignConfig`` defaults, what the GAN
 run recorded in its config.json (``design`` section, for runs that tuned them
-there), ``build_designer(design=...)``, and keyword overrides of a single call
+there), a whole ``DesignConfig`` passed as ``build_designer(design=...)`` (used
+instead of the recorded one), and keyword overrides of a single call
 (``designer.design(user, category, eta=0.1)``, which is how the CLI flags apply).
 """
 
