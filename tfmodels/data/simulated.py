@@ -78,12 +78,11 @@ differentiable w.r.t. the pixels.
 from __future__ import annotations
 
 import hashlib
-import math
 
 import numpy as np
 
 from tfmodels.data.dataset import Dataset, ImageSource
-from tfmodels.data.images import load_images, to_model_input
+from tfmodels.data.images import SubsetImageSource, load_images, to_model_input
 
 FEATURE_NAMES = ("coverage", "height", "width", "brightness", "chroma", "red_green", "yellow_blue", "pattern")
 """Names of the image features, in order."""
@@ -585,10 +584,6 @@ def build_world(cfg, images: ImageSource | None = None, categories=None, categor
         if cats.max(initial=-1) >= len(names):
             raise ValueError(f"build_world: category {cats.max()} but only {len(names)} category names")
         source = images
-        try:
-            from tfmodels.data.images import SubsetImageSource
-        except ImportError:
-            SubsetImageSource = ()
         if isinstance(images, SubsetImageSource):
             # The image cache of that class needs its parent catalogue, which we are not given:
             # wrap it so its images are read through load() like any other source.
@@ -631,29 +626,6 @@ def build_world(cfg, images: ImageSource | None = None, categories=None, categor
 # --------------------------------------------------------------------------- oracle
 
 
-def _auc_numpy(scores: np.ndarray, split, which: str) -> dict:
-    """Full-catalogue leave-one-out AUC (fallback when tfmodels.evaluation is absent)."""
-    held = split.test_item if which == "test" else split.val_item
-    other = split.val_item if which == "test" else split.test_item
-    offsets = split.train_offsets()
-    cold = split.cold_items()
-    aucs, cold_aucs = [], []
-    for u in np.flatnonzero(held >= 0):
-        valid = np.ones(split.num_items, bool)
-        valid[split.train_item[offsets[u]:offsets[u + 1]]] = False
-        if other[u] >= 0:
-            valid[other[u]] = False
-        valid[held[u]] = False
-        s, p = scores[u][valid], scores[u, held[u]]
-        auc = (np.sum(s < p) + 0.5 * np.sum(s == p)) / max(len(s), 1)
-        aucs.append(auc)
-        if cold[held[u]]:
-            cold_aucs.append(auc)
-    return {"auc_all": float(np.mean(aucs)) if aucs else math.nan,
-            "auc_cold": float(np.mean(cold_aucs)) if cold_aucs else math.nan,
-            "users": len(aucs), "cold_users": len(cold_aucs)}
-
-
 def oracle_auc(dataset: Dataset, split, images, which: str = "test") -> dict:
     """AUC of the true scores on the held-out items (the ceiling for any recommender).
 
@@ -673,12 +645,10 @@ def oracle_auc(dataset: Dataset, split, images, which: str = "test") -> dict:
         raise ValueError(f"oracle_auc: dataset {dataset.name!r} has no simulated users (extra['users'])")
     if len(images) != dataset.num_items:
         raise ValueError(f"oracle_auc: {len(images)} images for {dataset.num_items} items")
+    # Imported here: evaluation sits above data in the package's layers.
+    from tfmodels.evaluation import evaluate_split
+
     scores = users.score_matrix(images)
-    try:
-        from tfmodels.evaluation import evaluate_split
-    except ImportError:
-        out = _auc_numpy(scores, split, which)
-    else:
-        out = evaluate_split(lambda u: scores[np.asarray(u)], split, which=which)
+    out = evaluate_split(lambda u: scores[np.asarray(u)], split, which=which)
     out["resolution"] = int(np.shape(images)[1])
     return out
