@@ -16,7 +16,8 @@ directory trained on the same data and settings), a category classifier for the 
 ``tfmodels.gan_metrics.build_judge``) on the real images at the GAN's size.
 Then for ``users`` random users with training interactions and every evaluated
 category (those with enough items), for each eta in {0, 0.1, 1, 10}:
-``tfmodels.design.maximise_preference`` (R starts, S Adam steps on z) gives
+``Designer.design`` (R starts, S Adam steps on z; the DVBPR + GAN pair assembled by
+``tfmodels.design.build_designer``) gives
 designs; the *best* design (highest objective) per (user, category) is compared
 with the real items of that category for that user:
 
@@ -61,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import math
 import os
 import sys
@@ -149,50 +151,32 @@ def setup_config(name: str, mode: dict, hm_dir: str, overrides: list[str]):
 # --------------------------------------------------------------------------- training
 
 
-def train_within_budget(train_fn, cfg, section: str, max_steps: int, chunk: int, minutes: float, what: str,
-                        workdir: str) -> int:
-    """Trains in chunks of ``chunk`` steps (each call resumes from the checkpoint in ``workdir``) until
-    ``max_steps`` or until the next chunk would overrun ``minutes`` of wall-clock time; returns the
-    steps reached.
-
-    On this shared 2-core machine the rate varies several-fold with the other users' load, so a
-    time budget keeps a setup within its hour where a fixed step count could not.
-    """
-    from tfmodels.training.loop import read_model_json
-
-    start = read_model_json(workdir)["step"] if os.path.exists(os.path.join(workdir, "model.json")) else 0
-    t0 = time.time()
-    chunk = max(chunk, max_steps // 4, 1)  # each chunk re-traces the loop: not too many of them
-    steps = min(start + chunk, max_steps)
-    while True:
-        setattr(getattr(cfg, section), "steps", steps)
-        train_fn()
-        elapsed = time.time() - t0
-        per_step = elapsed / max(steps - start, 1)  # steps trained in this run only
-        if steps >= max_steps or elapsed + per_step * chunk > 60 * minutes:
-            log(f"{what}: {steps} steps ({steps - start} in this run) in {elapsed / 60:.1f} min")
-            return steps
-        steps = min(steps + chunk, max_steps)
+def budgeted(cfg, minutes: float):
+    """``cfg`` with the loop's wall-clock budget ``train.minutes``: training stops at the step cap or the
+    budget, whichever comes first (on this shared 2-core machine the rate varies several-fold with the
+    other users' load, so a time budget keeps a setup within its hour where a fixed step count could not)."""
+    out = copy.deepcopy(cfg)
+    out.train.minutes = minutes
+    return out
 
 
 def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", gan_dir: str = "",
                  train_gan_now: bool = True, reuse: bool = False, classifier_dir: str | None = ""):
     """Trains (or reuses) DVBPR and the GAN within the mode's time budgets, and the category classifier
-    (default ``root/classifier``; none when ``classifier_dir`` is None); returns what the evaluation needs.
+    (default ``root/classifier``; none when ``classifier_dir`` is None); returns the data and the work
+    directories the evaluation reopens with ``tfmodels.design.build_designer``.
 
     ``gan_dir`` defaults to ``root/gan``; with ``train_gan_now`` False the GAN there is used as it is
     (the hm-* setups share one GAN: same images, categories and settings). With ``reuse``, a
     DVBPR or GAN work directory that already holds a run is used as it is, without training more.
     """
-    import tensorflow as tf
     from tfmodels.data.images import load_images
-    from tfmodels.models.dvbpr import build_dvbpr
-    from tfmodels.training import baselines, recommender
-    from tfmodels.training.gan import load_gan, train_gan
+    from tfmodels.training import recommender
+    from tfmodels.training.classifier import train_classifier
+    from tfmodels.training.gan import train_gan
+    from tfmodels.workdir import read_model_json
 
     t0 = time.time()
-    # Step caps: the mode's, unless --set train.steps / gan.steps raised them (training is resumed).
-    rec_cap, gan_cap = cfg.train.steps, cfg.gan.steps
     dataset, split, rec_images = recommender.load_data(cfg)
     log(f"{name}: {dataset.name} {dataset.num_items} items, {split.num_users} users, "
         f"{len(split.train_item)} training pairs, categories {len(dataset.category_names)}")
@@ -202,13 +186,12 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
         rec_workdir = rec_dir
         log(f"{name}: reusing the DVBPR in {rec_dir} (--reuse)")
     if not rec_workdir:
-        rec_steps = train_within_budget(
-            lambda: recommender.train_dvbpr_on(cfg, rec_dir, dataset, split, rec_images).pop("task", None),
-            cfg, "train", rec_cap, cfg.train.eval_every, mode["rec_minutes"], f"{name} DVBPR", rec_dir)
+        out = recommender.train_dvbpr_on(budgeted(cfg, mode["rec_minutes"]), rec_dir, dataset, split, rec_images)
+        rec_steps = out["step"]
+        log(f"{name} DVBPR: {rec_steps} steps ({rec_steps - out['start_step']} in this run) in "
+            f"{(time.time() - t0) / 60:.1f} min (stopped by {out['stopped']})")
     else:
-        rec_steps = f"{recommender.read_model_json(rec_dir)['step']} (reused)"
-    model = build_dvbpr(cfg.model, split.num_users, cfg.data.resolution)
-    tf.train.Checkpoint(model=model).restore(recommender.checkpoint_path(rec_dir, best=True)).expect_partial()
+        rec_steps = f"{read_model_json(rec_dir)['step']} (reused)"
     rec_minutes = (time.time() - t0) / 60
 
     t1 = time.time()
@@ -220,16 +203,15 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
     if reuse and os.path.exists(os.path.join(gan_dir, "model.json")):
         train_gan_now = False
     if train_gan_now:
-        train_within_budget(lambda: train_gan(cfg, gan_dir, data=data), cfg, "gan", gan_cap,
-                            cfg.gan.sample_every, mode["gan_minutes"], f"{name} GAN", gan_dir)
+        out = train_gan(budgeted(cfg, mode["gan_minutes"]), gan_dir, data=data)
+        log(f"{name} GAN: {out['step']} steps ({out['step'] - out['start_step']} in this run) in "
+            f"{(time.time() - t1) / 60:.1f} min (stopped by {out['stopped']})")
     else:
         log(f"{name}: reusing the GAN in {gan_dir}")
-    generator, discriminator, _, meta = load_gan(gan_dir)
     gan_minutes = (time.time() - t1) / 60
 
     # The category classifier of the design's category term: the project's CNN-F classifier trained on
     # the catalogue (not the judge, a different network trained on other images, which grades the designs).
-    classifier = None
     if classifier_dir is not None:
         classifier_dir = classifier_dir or os.path.join(root, "classifier")
         if os.path.exists(os.path.join(classifier_dir, "model.json")):
@@ -238,24 +220,12 @@ def train_models(name: str, cfg, root: str, mode: dict, rec_workdir: str = "", g
             ccfg = copy.deepcopy(cfg)
             ccfg.classifier.steps = mode["classifier_steps"]
             t2 = time.time()
-            baselines.train_classifier(ccfg, classifier_dir, dataset)
+            train_classifier(ccfg, classifier_dir, dataset)
             log(f"{name}: category classifier, {mode['classifier_steps']} steps in "
                 f"{(time.time() - t2) / 60:.1f} min")
-        classifier, _ = baselines.load_classifier(classifier_dir)
-    return {"dataset": dataset, "split": split, "rec_images": rec_images, "gan_images": gan_images,
-            "model": model, "generator": generator, "discriminator": discriminator, "gan_meta": meta,
-            "classifier": classifier,
+    return {"dataset": dataset, "split": split, "gan_images": gan_images, "classifier_dir": classifier_dir,
             "rec_dir": rec_dir, "gan_dir": gan_dir, "rec_minutes": rec_minutes, "gan_minutes": gan_minutes,
             "rec_steps": rec_steps, "gan_trained_here": train_gan_now}
-
-
-def embed(model, images, batch: int = 256) -> np.ndarray:
-    import tensorflow as tf
-    out = []
-    for s in range(0, len(images), batch):
-        x = tf.cast(np.asarray(images[s:s + batch]), tf.float32) / 127.5 - 1.0
-        out.append(np.asarray(model.item_tower(x, training=False), np.float32))
-    return np.concatenate(out)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -269,17 +239,18 @@ def choose_categories(categories: np.ndarray, names: list[str], min_items: int, 
 
 def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: int = 0,
                    category_weights=CATEGORY_WEIGHTS) -> dict:
-    import tensorflow as tf
-    from tfmodels import design as design_lib, gan_metrics
-    from tfmodels.data.preview import image_grid, save_png
+    from tfmodels import gan_metrics
+    from tfmodels.data.preview import image_grid, save_png, upscale
+    from tfmodels.design import build_designer
 
     dataset, split = trained["dataset"], trained["split"]
-    g, d, model = trained["generator"], trained["discriminator"], trained["model"]
-    gan_images, rec_images = trained["gan_images"], trained["rec_images"]
+    gan_images = trained["gan_images"]
+    # The setup's design settings (not the GAN run's: the hm-* GAN may come from an earlier command).
+    designer = build_designer(trained["rec_dir"], trained["gan_dir"], design=cfg.design,
+                              classifier_workdir=trained["classifier_dir"] or "")
     names = list(dataset.category_names)
     categories = np.asarray(dataset.categories, np.int32)
-    sim = dataset.extra.get("users") if cfg.world.simulate else None
-    loss = trained["gan_meta"].get("loss", cfg.gan.loss)
+    sim = designer.simulated_users() if cfg.world.simulate else None
     rng = np.random.default_rng(seed)
 
     cats = choose_categories(categories, names, mode["min_items"],
@@ -319,8 +290,6 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
     held_sub = held[np.sort(rng.choice(len(held), size=min(mode["novelty_samples"], len(held)), replace=False))]
     novelty_real = float(gan_metrics.nearest_distances(np.asarray(gan_images[held_sub]), judge_images)[0].mean())
 
-    embeddings = embed(model, rec_images)
-    theta = model.user_embedding.embeddings.numpy()
     item_sets = {c: np.flatnonzero(categories == c) for c in cats}
     true_real = {}
     if sim is not None:
@@ -336,44 +305,34 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
     recommended_p90 = None
     if sim is not None:
         recommended_p90 = float(np.mean([
-            true_real[(u, c)][np.argmax(embeddings[item_sets[c]] @ theta[u])] > true_p90[(u, c)]
+            true_real[(u, c)][np.argmax(designer.item_scores(u, item_sets[c]))] > true_p90[(u, c)]
             for u in users for c in cats]))
         log(f"{name}: the recommender's top real item per pair beats the true p90 for {recommended_p90:.2f}")
 
-    dcfg = copy.deepcopy(cfg.design)
-    classifier = trained["classifier"]
     rows, designs_shown = [], {}
     # (eta, objective, kappa): eta None = unoptimised random samples (steps = 0); "true" = the same search
     # with the simulated user's true visual taste as the score (what the GAN could deliver with a perfect
     # recommender); kappa = weight of the category term (0 = the paper's objective).
-    kappa0 = dcfg.category_weight
+    kappa0 = designer.config.category_weight
     variants = [(None, "model", kappa0)] + [(eta, "model", kappa0) for eta in ETAS]
     variants += [(1.0, "model", k) for k in category_weights]
     if sim is not None:
         variants += [(eta, "true", kappa0) for eta in TRUE_TASTE_ETAS]
         variants += [(1.0, "true", k) for k in category_weights]
-    true_tower = TrueTasteTower(sim) if sim is not None else None
+    # The same Designer with the user's true visual taste as its "recommender" (see TrueTasteTower).
+    true_designer = None if sim is None else dataclasses.replace(
+        designer, item_tower=TrueTasteTower(sim), user_vectors=sim.taste / sim.visual_scale,
+        rec_resolution=cfg.gan.resolution)
     for eta, objective, kappa in variants:
         t0 = time.time()
-        run_cfg = copy.deepcopy(dcfg)
-        run_cfg.category_weight = kappa
-        if eta is None:
-            run_cfg.steps = 0
         pairs, all_images, all_cats = [], [], []
         for u in users:
             for c in cats:
-                true_fn = None
-                if sim is not None:
-                    true_fn = lambda x, u=u: sim.true_score_tf(tf.fill([tf.shape(x)[0]], int(u)), x).numpy()
-                if objective == "true":
-                    tower, user_vec, res = true_tower, sim.taste[u] / sim.visual_scale, cfg.gan.resolution
-                else:
-                    tower, user_vec, res = model.item_tower, theta[u], cfg.data.resolution
-                r = design_lib.maximise_preference(g, d, tower, user_vec, c, run_cfg, res,
-                                                   seed=int(seed * 100003 + u * 31 + c), loss=loss,
-                                                   eta=0.0 if eta is None else eta, true_score_fn=true_fn,
-                                                   classifier=classifier)
-                real_scores = embeddings[item_sets[c]] @ theta[u]
+                # eta None: the random starts themselves (no steps); true_scores come on simulated users.
+                r = (true_designer if objective == "true" else designer).design(
+                    int(u), int(c), seed=int(seed * 100003 + u * 31 + c), eta=0.0 if eta is None else eta,
+                    steps=0 if eta is None else None, category_weight=kappa)
+                real_scores = designer.item_scores(u, item_sets[c])
                 model_score = float(r.scores[0]) if objective == "model" else math.nan
                 pair = {"user": int(u), "category": int(c), "score": model_score,
                         "real_max": float(real_scores.max()), "real_p90": float(np.percentile(real_scores, 90)),
@@ -437,14 +396,14 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
         for i in range(cols):
             tiles.append(fake[i] if i < len(fake) else np.full_like(fake[0], 255))
             labels.append("generated" if i == 0 else "")
-    save_png(image_grid(big(tiles), cols=2 * cols, labels=labels),
+    save_png(image_grid(upscale(np.stack(tiles), 64), cols=2 * cols, labels=labels),
              os.path.join(out, f"{name}_real_vs_generated.png"))
 
     tiles, labels = [], []
     shown = [(u, c) for u in users[:6] for c in cats[:3]]
     for u, c in shown:
         des = designs_shown[(int(u), int(c))][:4]
-        rank_by = true_real[(u, c)] if sim is not None else embeddings[item_sets[c]] @ theta[u]
+        rank_by = true_real[(u, c)] if sim is not None else designer.item_scores(u, item_sets[c])
         fav = item_sets[c][np.argsort(-rank_by)[:4]]
         for i, x in enumerate(des):
             tiles.append(x)
@@ -454,20 +413,15 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
         for i, j in enumerate(fav):
             tiles.append(np.asarray(gan_images[j]))
             labels.append(("true fav" if sim is not None else "top real") if i == 0 else "")
-    save_png(image_grid(big(tiles), cols=8, labels=labels), os.path.join(out, f"{name}_designs.png"))
+    save_png(image_grid(upscale(np.stack(tiles), 64), cols=8, labels=labels),
+             os.path.join(out, f"{name}_designs.png"))
 
     protos, tiles, labels = [], [], []
-    pcfg = copy.deepcopy(dcfg)
-    pcfg.eta = 1.0
     for u in users[:mode["prototypes"]]:
         c = cats[int(rng.integers(len(cats)))]
         item = int(rng.choice(item_sets[c]))
-        true_fn = None
-        if sim is not None:
-            true_fn = lambda x, u=u: sim.true_score_tf(tf.fill([tf.shape(x)[0]], int(u)), x).numpy()
-        m = design_lib.modify_prototype(g, d, model.item_tower, theta[u], np.asarray(gan_images[item]), c, pcfg,
-                                        cfg.data.resolution, seed=int(u), loss=loss, true_score_fn=true_fn,
-                                        classifier=classifier)
+        # The item as the GAN saw it in training (its own resize to the GAN's size), at eta = 1.
+        m = designer.modify(int(u), image=np.asarray(gan_images[item]), category=int(c), seed=int(u), eta=1.0)
         rec = {"user": int(u), "item": str(dataset.item_ids[item]), "category": names[c],
                **{k: m[k] for k in ("score_original", "score_before", "score_after", "l1_before", "l1_after")}}
         for k in ("true_original", "true_before", "true_after"):
@@ -477,7 +431,8 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
         for key, text in (("original", "item"), ("before", "inverted"), ("after", "modified")):
             tiles.append(m[key])
             labels.append(f"{text} {m['score_' + key]:.1f}")
-    save_png(image_grid(big(tiles), cols=3, labels=labels), os.path.join(out, f"{name}_prototypes.png"))
+    save_png(image_grid(upscale(np.stack(tiles), 64), cols=3, labels=labels),
+             os.path.join(out, f"{name}_prototypes.png"))
 
     plot_tradeoff(name, rows, sim is not None, os.path.join(out, f"{name}_eta_tradeoff.png"))
     return {"rows": rows, "judge_accuracy": judge_acc, "recommended_above_p90_true": recommended_p90,
@@ -486,15 +441,8 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
             "rec_minutes": trained["rec_minutes"] if trained["rec_steps"] is None or isinstance(
                 trained["rec_steps"], int) else None,
             "gan_minutes": trained["gan_minutes"] if trained["gan_trained_here"] else None,
-            "gan_step": trained["gan_meta"].get("step"), "rec_steps": trained["rec_steps"],
-            "starts": dcfg.starts, "steps": dcfg.steps}
-
-
-def big(tiles, min_side: int = 64) -> np.ndarray:
-    """Stacks tiles, upscaled (nearest neighbour) so that 32 px images and their labels stay readable."""
-    tiles = np.stack(tiles)
-    factor = max(1, -(-min_side // tiles.shape[1]))
-    return tiles.repeat(factor, axis=1).repeat(factor, axis=2)
+            "gan_step": designer.gan_meta.get("step"), "rec_steps": trained["rec_steps"],
+            "starts": designer.config.starts, "steps": designer.config.steps}
 
 
 def plot_tradeoff(name: str, rows: list[dict], simulated: bool, path: str) -> None:

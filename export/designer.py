@@ -21,14 +21,15 @@ Signatures (keys from ``export.signatures``):
   steps int32 [], eta float32 [] -> image, png_bytes, score [B] (the modified image)
   and score_before [B] (the unmodified image, decoded to the GAN's size and scored
   the same way). Per row: L1 GAN inversion of the image (``invert_starts`` starts,
-  ``invert_steps`` steps, both fixed at export from the GAN run's ``design``
-  config), then ``steps`` Adam steps on the design objective minus ``proximity *
+  ``invert_steps`` steps, both fixed at export from the Designer's ``config``),
+  then ``steps`` Adam steps on the design objective minus ``proximity *
   mean |G(z, c) - image|``.
 
 Categories are addressed by name, case-insensitively (a decimal index such as "2"
 works too); the learning rate, latent constraint, category term (its classifier is
-saved in the SavedModel), inversion settings and proximity come from the GAN work
-directory's config (``design`` section) and are written in the model card.
+saved in the SavedModel), inversion settings and proximity come from the
+Designer's ``config`` (by default the GAN work directory's ``design`` section, see
+``tfmodels.design.build_designer``) and are written in the model card.
 
 Bad inputs are INVALID_ARGUMENT errors with a message: unknown user id (here an
 error, unlike the recommender's ``known`` flag: a design for nobody has no
@@ -48,16 +49,14 @@ import numpy as np
 import tensorflow as tf
 
 from export import signatures as S
-from export.recommender import check_batch, check_same_length, decode_images, string_table, to_model_input
+from export.recommender import check_batch, check_same_length, decode_images, string_table
+from tfmodels import design as design_lib
+from tfmodels.data.images import to_model_input, to_uint8
 
 MAX_IMAGES = S.MAX_IMAGES
 """Most images one ``generate`` / ``design`` call may ask for (n, starts)."""
 MAX_STEPS = S.MAX_STEPS
 """Most Adam steps one ``design`` / ``modify`` call may ask for."""
-
-
-def _to_uint8(images_float: tf.Tensor) -> tf.Tensor:
-    return tf.cast(tf.round((tf.clip_by_value(images_float, -1.0, 1.0) + 1.0) * 127.5), tf.uint8)
 
 
 def _png(images_uint8: tf.Tensor) -> tf.Tensor:
@@ -73,8 +72,6 @@ class DesignerModule(tf.Module):
                  proximity: float = 1.0, latent: str = "free", classifier=None, category_weight: float = 0.0,
                  name: str = S.DESIGNER):
         super().__init__(name=name)
-        from tfmodels import design as design_lib
-
         user_vectors = np.asarray(user_vectors, np.float32)
         if len(user_ids) != len(user_vectors):
             raise ValueError(f"{len(user_ids)} user ids for {len(user_vectors)} user vectors")
@@ -159,7 +156,7 @@ class DesignerModule(tf.Module):
             c = self._category(category)
         z = tf.random.stateless_normal(tf.stack([n, self.noise_dim]), seed=tf.stack([seed, 0]))
         onehot = tf.one_hot(tf.fill(tf.reshape(n, [1]), c), self.num_categories, dtype=tf.float32)
-        image = _to_uint8(self.generator([z, onehot], training=False))
+        image = to_uint8(self.generator([z, onehot], training=False))
         return {S.OUT_IMAGE: image, S.OUT_PNG: _png(image)}
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.string, name=S.USER_ID),
@@ -176,7 +173,7 @@ class DesignerModule(tf.Module):
             c = self._category(category)
         out = self._fns.design(theta, c, starts, steps, eta, tf.constant(self.learning_rate), seed)
         order = tf.argsort(out["objective"], direction="DESCENDING", stable=True)
-        image = _to_uint8(tf.gather(out["images"], order))
+        image = to_uint8(tf.gather(out["images"], order))
         return {S.OUT_IMAGE: image, S.OUT_PNG: _png(image), S.OUT_SCORE: tf.gather(out["score"], order)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.USER_ID),
@@ -209,7 +206,7 @@ class DesignerModule(tf.Module):
             one, (theta, target, c),
             fn_output_signature=(tf.TensorSpec([R, R, 3], tf.float32), tf.TensorSpec([], tf.float32),
                                  tf.TensorSpec([], tf.float32)))
-        image = _to_uint8(after)
+        image = to_uint8(after)
         return {S.OUT_IMAGE: image, S.OUT_PNG: _png(image), S.OUT_SCORE: score, S.OUT_SCORE_BEFORE: before}
 
     def signatures(self) -> dict:
@@ -230,8 +227,13 @@ class DesignerModule(tf.Module):
 
 
 def build_designer_module(designer) -> DesignerModule:
-    """A ``DesignerModule`` from a ``tfmodels.design.Designer`` (``load_designer(rec_workdir, gan_workdir)``)."""
-    d = designer.gan_cfg.design
+    """A ``DesignerModule`` from a ``tfmodels.design.Designer`` (``tfmodels.design.build_designer``).
+
+    The fixed settings of the signatures (learning rate, inversion starts and steps, proximity,
+    latent constraint, category weight) are the Designer's ``config``; ``design`` and ``modify``
+    take steps and eta per request.
+    """
+    d = designer.config
     return DesignerModule(designer.generator, designer.discriminator, designer.item_tower,
                           designer.user_vectors, designer.dataset.user_ids, designer.category_names,
                           designer.rec_resolution, designer.loss, learning_rate=d.learning_rate,

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from export import signatures as S
+from tfmodels.data.images import to_model_input
 
 _AutoTrackable = tf.__internal__.tracking.AutoTrackable
 
@@ -122,5 +123,5 @@ class ItemEncoderLayer(tf.keras.layers.Layer):
 
 def warmup_inputs(encoder: ItemEncoder, images_uint8: np.ndarray) -> list:
     """[(signature, inputs)]: one request with a catalogue image."""
-    x = (np.asarray(images_uint8[:1], np.float32) / 127.5 - 1.0).astype(np.float32)
+    x = to_model_input(np.asarray(images_uint8[:1]))
     return [(S.SERVING_DEFAULT, {S.IMAGES: x})]

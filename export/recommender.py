@@ -60,6 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 from export import signatures as S
+from tfmodels.data.images import embed_in_batches, to_model_input
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -183,11 +184,6 @@ def decode_images(image_bytes: tf.Tensor, resolution: int, name: str = S.IMAGE_B
     R = int(resolution)
     return tf.map_fn(lambda b: square_resize_tf(_decode_one(b), R), image_bytes,
                      fn_output_signature=tf.TensorSpec([R, R, 3], tf.uint8))
-
-
-def to_model_input(images_uint8: tf.Tensor) -> tf.Tensor:
-    """uint8 -> float32 in [-1, 1], the conversion of ``tfmodels.data.images.to_model_input``."""
-    return tf.cast(images_uint8, tf.float32) / 127.5 - 1.0
 
 
 def string_table(keys, name: str) -> tf.lookup.StaticHashTable:
@@ -349,12 +345,10 @@ class RecommenderModule(tf.Module):
 def build_recommender_module(model, dataset, split, images: np.ndarray) -> RecommenderModule:
     """A ``RecommenderModule`` from a trained DVBPR (``tfmodels.training.recommender.load_dvbpr``).
 
-    Embeds the whole catalogue once (``embed_items``, host, in batches); exclusions
-    are the split's training pairs.
+    Embeds the whole catalogue once (``embed_in_batches``, host); exclusions are the
+    split's training pairs.
     """
-    from tfmodels.training.recommender import embed_items
-
-    item_emb = embed_items(model, images)
+    item_emb = embed_in_batches(model.item_embeddings, images)
     theta = model.user_embedding.embeddings.numpy()
     return RecommenderModule(model.item_tower, theta, item_emb, dataset.user_ids, dataset.item_ids,
                              split.train_user, split.train_item, resolution=int(images.shape[1]))

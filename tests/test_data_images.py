@@ -11,7 +11,8 @@ import tfmodels  # noqa: F401
 from tfmodels.data import images as images_lib
 from tfmodels.data.dataset import BadImageError
 from tfmodels.data.hm import read_hm
-from tfmodels.data.images import background_colour, drop_bad_images, load_images, square_resize, to_model_input
+from tfmodels.data.images import (background_colour, drop_bad_images, embed_in_batches, load_images, resize_to,
+                                  square_resize, to_model_input, to_uint8)
 from tfmodels.data.splits import leave_one_out
 
 from test_data_fixtures import HM_ARTICLES, HM_TRANSACTIONS, write_hm
@@ -116,3 +117,54 @@ def test_to_model_input_range():
     x = to_model_input(tf.constant([[0, 255, 128]], tf.uint8))
     assert x.dtype == tf.float32
     np.testing.assert_allclose(x.numpy(), [[-1.0, 1.0, 128 / 127.5 - 1]], atol=1e-6)
+
+
+def test_to_uint8_inverts_to_model_input_on_host_and_in_tensorflow():
+    import tensorflow as tf
+
+    x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
+    host = to_model_input(x)
+    assert isinstance(host, np.ndarray) and host.dtype == np.float32
+    np.testing.assert_array_equal(host, to_model_input(tf.constant(x)).numpy())
+    np.testing.assert_array_equal(to_uint8(host), x)
+    back = to_uint8(to_model_input(tf.constant(x)))
+    assert back.dtype == tf.uint8
+    np.testing.assert_array_equal(back.numpy(), x)
+    # Outside [-1, 1] (a generator's overshoot) clips to the ends of the range.
+    np.testing.assert_array_equal(to_uint8(np.array([-3.0, -1.0, 0.0, 1.0, 2.5], np.float32)), [0, 0, 128, 255, 255])
+
+
+def test_resize_to_a_side():
+    import tensorflow as tf
+
+    x = tf.random.stateless_uniform([2, 8, 8, 3], seed=[1, 2], minval=-1.0, maxval=1.0)
+    assert resize_to(x, 8) is x  # already that size
+    up = resize_to(x, 16)
+    assert up.shape == (2, 16, 16, 3)
+    np.testing.assert_allclose(up.numpy(), tf.image.resize(x, [16, 16], method="bilinear").numpy())
+    down = resize_to(up, 4)  # antialiased: each output pixel averages its 4x4 block of a smooth image
+    np.testing.assert_allclose(down.numpy(), tf.image.resize(up, [4, 4], antialias=True).numpy())
+    assert not np.allclose(down.numpy(), tf.image.resize(up, [4, 4]).numpy())
+
+
+def test_embed_in_batches_equals_one_call():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(11, 8, 8, 3)).astype(np.uint8)
+    model = tf.keras.Sequential([tf.keras.layers.Flatten(), tf.keras.layers.Dropout(0.5), tf.keras.layers.Dense(5)])
+    model.build((None, 8, 8, 3))
+    want = model(to_model_input(images), training=False).numpy()  # dropout off: inference mode
+    got = embed_in_batches(model, images, batch_size=4)  # 4 + 4 + 3 rows
+    assert got.shape == (11, 5) and isinstance(got, np.ndarray)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # Selected rows in the given order; a dict of outputs; no rows.
+    np.testing.assert_allclose(embed_in_batches(model, images, 2, items=[7, 1, 3]), want[[7, 1, 3]],
+                               rtol=1e-5, atol=1e-6)
+    both = embed_in_batches(lambda x: {"sum": tf.reduce_sum(x, [1, 2, 3]), "first": x[:, 0, 0, :]}, images, 5)
+    np.testing.assert_allclose(both["sum"], to_model_input(images).sum(axis=(1, 2, 3)), rtol=1e-5, atol=1e-4)
+    # (in a graph x / 127.5 may become x * (1 / 127.5): one float32 ulp apart)
+    np.testing.assert_allclose(both["first"], to_model_input(images)[:, 0, 0, :], rtol=0, atol=2e-7)
+    assert embed_in_batches(model, images, items=[]).shape == (0, 5)
+    with pytest.raises(ValueError, match="expected images \\[N, H, W, C\\], got shape \\(8, 8, 3\\)"):
+        embed_in_batches(model, images[0])

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from tfmodels import config as config_lib
+from tfmodels import workdir as workdir_lib
 from tfmodels.cli import main
 
 CATEGORIES = ["top", "shoe", "bag"]
@@ -52,6 +53,7 @@ def workdirs(tmp_path_factory):
     cfg.train.steps_per_loop, cfg.train.batch_size = 4, 8
     cfg.gan.resolution, cfg.gan.steps, cfg.gan.batch_size, cfg.gan.sample_every = 16, 2, 8, 2
     cfg.train.histogram_every = 0
+    cfg.design.invert_steps = 7  # recorded by the GAN run, not the default: build_designer must pick it up
     rec, gan, clf = str(root / "rec"), str(root / "gan"), str(root / "clf")
     train_dvbpr(cfg, rec)
     train_gan(cfg, gan)
@@ -139,3 +141,29 @@ def test_modify_unknown_item(workdirs, capsys):
     assert main(["modify", "--rec-workdir", rec, "--gan-workdir", gan, "--user", "user1", "--item", "nope",
                  "--out", str(root / "y.png")]) == 2
     assert "unknown item 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_build_designer_settings_and_the_cli_agree(workdirs, capsys):
+    from tfmodels.config import DesignConfig
+    from tfmodels.design import build_designer
+
+    rec, gan, root, clf = workdirs
+    # Defaults <- the GAN run's recorded design section.
+    designer = build_designer(rec, gan)
+    assert designer.config == workdir_lib.load_config(gan).design and designer.config.invert_steps == 7
+    assert designer.classifier is None
+    # A whole DesignConfig replaces the recorded one; classifier_workdir loads the classifier.
+    explicit = build_designer(rec, gan, design=DesignConfig(starts=2, steps=3), classifier_workdir=clf)
+    assert explicit.config.invert_steps == DesignConfig().invert_steps and explicit.config.classifier_from == clf
+    assert explicit.classifier is not None
+    r = explicit.design("user3", "shoe", category_weight=1.0)
+    assert r.images.shape == (2, 16, 16, 3) and r.history.shape == (4, 2) and np.all(r.off_category > 0)
+    # `tfmodels design` is Designer.design with the flags as per-call overrides.
+    want = designer.design("user3", "Shoe", seed=1, starts=3, steps=2)
+    assert main(["design", "--rec-workdir", rec, "--gan-workdir", gan, "--user", "user3", "--category", "Shoe",
+                 "--starts", "3", "--steps", "2", "--seed", "1", "--out", str(root / "same.png")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(report["scores"], want.scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(report["catalogue"]["max"], designer.item_scores("user3",
+                               designer.items_of_category("shoe")).max(), rtol=1e-5, atol=1e-6)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from test_design_latent import tiny_designer
 from tfmodels import design
 from tfmodels.config import tiny
+from tfmodels.data.images import to_uint8
 from tfmodels.models import gan as gan_lib
 
 
@@ -47,7 +49,7 @@ def test_design_and_modify_signatures_in_a_v1_session(tmp_path):
     def design_sig(user, category, steps, eta):
         out = module.design_fn(tf.gather(module.users, user), category, tf.constant(3), steps, eta,
                                tf.constant(0.1), tf.constant(7))
-        return {"score": out["score"], "image": gan_lib.to_uint8(out["images"]), "history": out["history"],
+        return {"score": out["score"], "image": to_uint8(out["images"]), "history": out["history"],
                 "off_category": out["off_category"]}
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.int64, name="user"),
@@ -84,7 +86,7 @@ def test_design_and_modify_signatures_in_a_v1_session(tmp_path):
 @pytest.mark.slow
 def test_served_designer_carries_the_category_term(tmp_path):
     """DesignerModule with latent = sphere and a category term: the classifier is saved with the
-    model, and the reloaded design signature matches ``maximise_preference`` with the same settings."""
+    model, and the reloaded design signature matches ``Designer.design`` with the same settings."""
     from export import signatures as S
     from export.designer import DesignerModule
     from tfmodels.config import DesignConfig
@@ -99,14 +101,12 @@ def test_served_designer_carries_the_category_term(tmp_path):
     loaded = tf.saved_model.load(path)
     out = loaded.signatures[S.DESIGN](user_id=tf.constant("c"), category=tf.constant("bag"), starts=tf.constant(3),
                                       steps=tf.constant(4), eta=tf.constant(1.0), seed=tf.constant(9))
-    want = design.maximise_preference(
-        g, d, tower, users[2], 2, DesignConfig(starts=3, steps=4, eta=1.0, learning_rate=module.learning_rate,
-                                               latent="sphere", category_weight=2.0),
-        24, seed=9, classifier=classifier)
+    config = DesignConfig(starts=3, steps=4, eta=1.0, learning_rate=module.learning_rate, latent="sphere",
+                          category_weight=2.0)
+    designer = tiny_designer(g, d, tower, users, config=config, classifier=classifier)
+    want = designer.design(2, "bag", seed=9)
     assert np.all(want.off_category > 0)
     np.testing.assert_allclose(out[S.OUT_SCORE].numpy(), want.scores, rtol=1e-4, atol=1e-5)
     # Without the classifier the same settings give other designs: the term is really in the graph.
-    plain = design.maximise_preference(
-        g, d, tower, users[2], 2, DesignConfig(starts=3, steps=4, eta=1.0, learning_rate=module.learning_rate,
-                                               latent="sphere"), 24, seed=9)
+    plain = designer.design(2, "bag", seed=9, category_weight=0.0)
     assert not np.allclose(plain.scores, want.scores, rtol=1e-3)

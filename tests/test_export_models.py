@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from export import signatures as S
 from export import layout
-from test_export_support import PYTHON, exported, in_process, png_bytes, run_clean_python
+from test_export_support import PYTHON, exported, in_process, run_clean_python
+from tfmodels.data.preview import png_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -223,8 +224,6 @@ def test_round_trip_every_signature(ex, ref, loaded):
 
 def test_outputs_agree_with_the_project_code(ref, loaded, ex):
     """The served signatures compute what the training/design code computes."""
-    from tfmodels.design import maximise_preference, modify_prototype
-    from tfmodels.models import gan as gan_lib
     from tfmodels.training.recommender import build_scorer
 
     rec = loaded[S.RECOMMENDER].signatures
@@ -248,33 +247,29 @@ def test_outputs_agree_with_the_project_code(ref, loaded, ex):
     scale = np.abs(scorer.item_embeddings).max()
     assert np.abs(emb[0] - scorer.item_embeddings[item]).max() <= 0.02 * scale
 
-    d = ref["designer"]
+    d, designer = ref["designer"], ref["designer_object"]
     des = loaded[S.DESIGNER].signatures
-    # generate: G(z, c) with z = stateless_normal(seed).
+    # generate: G(z, c) with z = stateless_normal(seed), as Designer.generate.
     out = des[S.GENERATE](category=tf.constant("bag"), n=tf.constant(2), seed=tf.constant(4))
-    want = gan_lib.to_uint8(gan_lib.generate(d.generator, 0, 2, 4)).numpy()
+    want = designer.generate("bag", 2, seed=4)
     assert np.abs(out[S.OUT_IMAGE].numpy().astype(int) - want.astype(int)).max() <= 1
-    # design: tfmodels.design.maximise_preference with the same settings (best first).
-    from tfmodels.config import DesignConfig
-
-    cfg = DesignConfig(starts=3, steps=2, eta=1.0, learning_rate=d.learning_rate, latent=d.latent)
+    # design: Designer.design with the same settings (best first).
     u = 2
-    res = maximise_preference(d.generator, d.discriminator, d.item_tower, scorer.user_vectors[u], 2, cfg,
-                              d.rec_resolution, seed=6, loss=d.loss)
+    res = designer.design(f"user{u}", "top", seed=6, starts=3, steps=2, eta=1.0, learning_rate=d.learning_rate,
+                          latent=d.latent, category_weight=0.0)
     out = des[S.DESIGN](user_id=tf.constant(f"user{u}"), category=tf.constant("top"), starts=tf.constant(3),
                         steps=tf.constant(2), eta=tf.constant(1.0), seed=tf.constant(6))
     np.testing.assert_allclose(out[S.OUT_SCORE].numpy(), res.scores, rtol=1e-4, atol=1e-6)
     assert np.abs(out[S.OUT_IMAGE].numpy().astype(int) - res.images.astype(int)).max() <= 1
-    # modify (one row): tfmodels.design.modify_prototype from the decoded image.
+    # modify (one row): Designer.modify of the decoded image.
     from PIL import Image
     import io
 
     decoded = np.asarray(Image.open(io.BytesIO(png_bytes(ref["images"][item]))).resize((16, 16), Image.LANCZOS))
     img16 = png_bytes(decoded)  # already at the GAN's size: no resize differences
-    mcfg = DesignConfig(starts=d.invert_starts, invert_steps=d.invert_steps, steps=2, eta=0.5,
-                        proximity=d.proximity, learning_rate=d.learning_rate, latent=d.latent)
-    res = modify_prototype(d.generator, d.discriminator, d.item_tower, scorer.user_vectors[u], decoded, 1, mcfg,
-                           d.rec_resolution, seed=0, loss=d.loss)
+    res = designer.modify(f"user{u}", image=decoded, category="shoe", seed=0, starts=d.invert_starts,
+                          invert_steps=d.invert_steps, steps=2, eta=0.5, proximity=d.proximity,
+                          learning_rate=d.learning_rate, latent=d.latent, category_weight=0.0)
     out = des[S.MODIFY](user_id=tf.constant([f"user{u}"]), image_bytes=tf.constant([img16]),
                         category=tf.constant(["shoe"]), steps=tf.constant(2), eta=tf.constant(0.5))
     np.testing.assert_allclose(out[S.OUT_SCORE].numpy()[0], res["score_after"], rtol=1e-4, atol=1e-6)

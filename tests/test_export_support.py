@@ -103,30 +103,18 @@ def in_process():
     from export.designer import build_designer_module
     from export.item_encoder import build_item_encoder
     from export.recommender import build_recommender_module
-    from tfmodels.design import Designer
-    from tfmodels.training.gan import load_gan
+    from tfmodels.design import build_designer
     from tfmodels.training.recommender import load_dvbpr
 
     t = trained()
-    model, dataset, split, images = load_dvbpr(t["rec"])
-    g, d, gan_cfg, meta = load_gan(t["gan"])
-    designer = Designer(generator=g, discriminator=d, item_tower=model.item_tower,
-                        user_vectors=model.user_embedding.embeddings.numpy(), dataset=dataset, images=images,
-                        gan_meta=meta, gan_cfg=gan_cfg, rec_resolution=int(images.shape[1]),
-                        loss=meta.get("loss", "lsgan"))
+    model, dataset, split, images = recommender = load_dvbpr(t["rec"])
+    designer = build_designer(t["rec"], t["gan"], recommender=recommender)
     return {"model": model, "dataset": dataset, "split": split, "images": images,
             "recommender": build_recommender_module(model, dataset, split, images),
-            "designer": build_designer_module(designer), "encoder": build_item_encoder(model.item_tower, 1e-3)}
+            "designer": build_designer_module(designer), "designer_object": designer,
+            "encoder": build_item_encoder(model.item_tower, 1e-3)}
 
 
-def png_bytes(image_uint8) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(image_uint8)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def run_clean_python(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -26,6 +26,21 @@ def test_save_png_is_atomic_and_readable(tmp_path):
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["x.png"]  # no temp files left
 
 
+def test_png_bytes_round_trip_and_bad_input():
+    import io
+
+    arr = (np.arange(5 * 4 * 3) * 7 % 256).astype(np.uint8).reshape(5, 4, 3)
+    data = preview.png_bytes(arr)
+    assert data.startswith(b"\x89PNG")
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), arr)
+    with pytest.raises(ValueError, match="png_bytes: expected uint8"):
+        preview.png_bytes(arr.astype(np.float32))
+    # upscale: nearest neighbour by an integer factor, to at least min_side.
+    big = preview.upscale(arr[None], 12)
+    assert big.shape == (1, 15, 12, 3)
+    np.testing.assert_array_equal(big[0, ::3, ::3], arr)
+
+
 def test_contact_and_favourites_sheets(tmp_path):
     cfg = config.tiny()
     cfg.data.cache_dir = str(tmp_path / "cache")

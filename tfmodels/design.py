@@ -33,34 +33,36 @@ Everything runs inside one ``tf.function`` per builder (``build_design_fn``,
 ``build_modify_fn``) whose loop is a ``tf.while_loop`` with a gradient tape in
 its body and Adam written out on plain tensors (no optimizer variables), so the
 export module can wrap these functions as SavedModel signatures unchanged.
-``maximise_preference`` and ``modify_prototype`` are eager conveniences on top
-that return NumPy arrays. Networks are called with ``training=False``
-(moving averages in G's batch norm, no dropout in the item tower).
+Networks are called with ``training=False`` (moving averages in G's batch norm,
+no dropout in the item tower).
+
+:class:`Designer` is the model object on top: a trained recommender + GAN pair
+addressed by the dataset's user and item ids and the GAN's category names, with
+``design``, ``modify`` and ``generate`` methods that run those functions eagerly
+and return NumPy arrays. :func:`build_designer` assembles one from two work
+directories; its design settings (a ``DesignConfig``, held as ``designer.config``)
+come from, in increasing precedence: the ``DesignConfig`` defaults, what the GAN
+run recorded in its config.json (``design`` section, for runs that tuned them
+there), a whole ``DesignConfig`` passed as ``build_designer(design=...)`` (used
+instead of the recorded one), and keyword overrides of a single call
+(``designer.design(user, category, eta=0.1)``, which is how the CLI flags apply).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.config import LATENTS
+from tfmodels.config import LATENTS, DesignConfig
+from tfmodels.data.images import embed_in_batches, resize_to, to_model_input, to_uint8
 from tfmodels.models import gan as gan_lib
 from tfmodels.models.classifier import cross_entropy_per_example
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
-
-
-def upsample(images: tf.Tensor, resolution: int) -> tf.Tensor:
-    """Bilinear resize of [B, H, W, 3] float images to ``resolution`` (identity when equal).
-
-    Antialiased when shrinking (a catalogue photo brought down to the GAN's size).
-    """
-    if images.shape[1] == resolution and images.shape[2] == resolution:
-        return images
-    shrink = images.shape[1] is not None and images.shape[1] > resolution
-    return tf.image.resize(images, [resolution, resolution], method="bilinear", antialias=shrink)
 
 
 def _adam_loop(value_fn, z0: tf.Tensor, steps: tf.Tensor, learning_rate: tf.Tensor, maximise: bool,
@@ -143,7 +145,7 @@ class DesignObjective:
 
     def score(self, images: tf.Tensor, user_vector: tf.Tensor) -> tf.Tensor:
         """theta_u . Phi(up(images)) for float [-1, 1] images [R, H, W, 3] -> [R]."""
-        phi = self.item_tower(upsample(images, self.rec_resolution), training=False)
+        phi = self.item_tower(resize_to(images, self.rec_resolution), training=False)
         return tf.linalg.matvec(tf.cast(phi, tf.float32), tf.cast(user_vector, tf.float32))
 
     def terms(self, z, c_onehot, user_vector):
@@ -152,7 +154,7 @@ class DesignObjective:
         realism = gan_lib.realism_penalty(self.discriminator([images, c_onehot], training=False), self.loss)
         if self.classifier is None:
             return images, score, realism, tf.zeros_like(score)
-        logits = self.classifier(upsample(images, int(self.classifier.resolution)), training=False)
+        logits = self.classifier(resize_to(images, int(self.classifier.resolution)), training=False)
         off = cross_entropy_per_example(tf.argmax(c_onehot, axis=-1, output_type=tf.int32), tf.cast(logits, tf.float32))
         return images, score, realism, off
 
@@ -282,7 +284,7 @@ def build_modify_fn(generator, discriminator, item_tower, rec_resolution: int, l
 
 @dataclass
 class DesignResult:
-    """Output of ``maximise_preference``; unpacks as ``images, scores, history``.
+    """Output of ``Designer.design``; unpacks as ``images, scores, history``.
 
     Rows are sorted by final objective, best first.
     """
@@ -293,176 +295,106 @@ class DesignResult:
     """float32 [R]: theta_u . Phi(up(image)), the recommender's score."""
     history: np.ndarray
     """float32 [S + 1, R]: objective at each step (columns in the sorted order)."""
-    objective: np.ndarray = None
+    objective: np.ndarray
     """float32 [R]: final objective, score - eta * realism - category_weight * off_category."""
-    realism: np.ndarray = None
-    """float32 [R]: realism penalty (D - 1)^2."""
-    off_category: np.ndarray = None
+    realism: np.ndarray
+    """float32 [R]: realism penalty (D - 1)^2 (softplus(-D) for a non-saturating GAN)."""
+    off_category: np.ndarray
     """float32 [R]: the category classifier's cross-entropy for the category (zeros without one)."""
-    true_scores: np.ndarray | None = None
-    """float32 [R] from ``true_score_fn`` (e.g. simulated users' true preference), or None."""
-    z: np.ndarray = None
+    z: np.ndarray
     """float32 [R, noise_dim] final codes."""
-    extra: dict = field(default_factory=dict)
+    settings: DesignConfig
+    """The design settings this call used (the Designer's ``config`` with the call's overrides)."""
+    true_scores: np.ndarray | None = None
+    """float32 [R]: on a simulated world, the simulated user's true preference for each design; else None."""
 
     def __iter__(self):
         return iter((self.images, self.scores, self.history))
 
 
-_FN_CACHE: dict = {}
-
-
-def _cached(builder, generator, discriminator, item_tower, rec_resolution, loss, design_cfg, classifier):
-    # One traced function per (networks, resolution, loss, latent, category term), so repeated calls do
-    # not retrace. The networks are kept in the entry so their ids cannot be reused by other objects.
-    nets = (generator, discriminator, item_tower, classifier)
-    settings = (int(rec_resolution), loss, design_cfg.latent, float(design_cfg.category_weight))
-    key = (builder.__name__, *map(id, nets), *settings)
-    if key not in _FN_CACHE:
-        _FN_CACHE[key] = (builder(generator, discriminator, item_tower, int(rec_resolution), loss,
-                                  latent=design_cfg.latent, classifier=classifier,
-                                  category_weight=float(design_cfg.category_weight)), nets)
-    return _FN_CACHE[key][0]
-
-
-def _check_category(category, generator):
-    num = int(generator.inputs[1].shape[-1])
-    if not 0 <= int(category) < num:
-        raise ValueError(f"category index {category} out of range: the GAN knows {num} categories")
-
-
-def maximise_preference(generator, discriminator, item_tower, user_vector, category, design_cfg,
-                        rec_resolution: int, seed: int = 0, loss: str = "lsgan", eta: float | None = None,
-                        true_score_fn=None, classifier=None) -> DesignResult:
-    """Designs ``design_cfg.starts`` images of ``category`` for one user (eager wrapper of ``build_design_fn``).
-
-    Args:
-      generator, discriminator: the conditional GAN (``tfmodels.models.gan``).
-      item_tower: images float [-1, 1] [B, rec_resolution, rec_resolution, 3] -> [B, K].
-      user_vector: theta_u, float [K].
-      category: category index (the GAN's numbering).
-      design_cfg: ``DesignConfig`` (starts, steps, learning_rate, eta, latent, category_weight).
-      rec_resolution: the item tower's input side.
-      seed: seeds the random starts.
-      loss: the GAN's loss (chooses the realism penalty).
-      eta: overrides ``design_cfg.eta`` when given.
-      true_score_fn: optional callable(images float [-1, 1] [R, H, W, 3] tf.Tensor) -> [R],
-        evaluated on the final designs only (e.g. a simulated user's true preference).
-      classifier: the category classifier of the category term (a ``CategoryClassifier``:
-        logits for float [-1, 1] images at its ``resolution``); needed when
-        ``design_cfg.category_weight`` > 0.
-
-    Returns:
-      A ``DesignResult`` (``images, scores, history = result`` also works), best objective first.
-    """
-    _check_category(category, generator)
-    fn = _cached(build_design_fn, generator, discriminator, item_tower, rec_resolution, loss, design_cfg,
-                 classifier)
-    out = fn(tf.convert_to_tensor(user_vector, tf.float32), tf.constant(int(category), tf.int32),
-             tf.constant(int(design_cfg.starts), tf.int32), tf.constant(int(design_cfg.steps), tf.int32),
-             tf.constant(float(design_cfg.eta if eta is None else eta), tf.float32),
-             tf.constant(float(design_cfg.learning_rate), tf.float32), tf.constant(int(seed), tf.int32))
-    order = np.argsort(-out["objective"].numpy(), kind="stable")
-    true_scores = None
-    if true_score_fn is not None:
-        true_scores = np.asarray(true_score_fn(tf.gather(out["images"], order)), np.float32)
-    return DesignResult(
-        images=gan_lib.to_uint8(tf.gather(out["images"], order)).numpy(),
-        scores=out["score"].numpy()[order], history=out["history"].numpy()[:, order],
-        objective=out["objective"].numpy()[order], realism=out["realism"].numpy()[order],
-        off_category=out["off_category"].numpy()[order],
-        true_scores=true_scores, z=out["z"].numpy()[order])
-
-
-def modify_prototype(generator, discriminator, item_tower, user_vector, item_image, category, design_cfg,
-                     rec_resolution: int, seed: int = 0, loss: str = "lsgan", eta: float | None = None,
-                     true_score_fn=None, classifier=None) -> dict:
-    """Modifies one item image towards a user's taste (eager wrapper of ``build_modify_fn``).
-
-    Args:
-      item_image: uint8 [H, W, 3] or float [-1, 1], at the GAN's resolution (resized if not).
-      true_score_fn: optional callable(images float [-1, 1] [N, H, W, 3]) -> [N], applied to
-        (original, before, after).
-      Other arguments as in ``maximise_preference``; uses ``design_cfg.starts`` inversion starts,
-      ``invert_steps``, ``steps``, ``proximity``, ``learning_rate``.
-
-    Returns:
-      dict of NumPy values: ``original``, ``before`` (the inversion), ``after`` (uint8 [H, W, 3]),
-      ``score_original``, ``score_before``, ``score_after``, ``l1_before``, ``l1_after`` (floats),
-      ``invert_history`` [invert_steps + 1, starts], ``history`` [steps + 1, 1], and
-      ``true_original``, ``true_before``, ``true_after`` when ``true_score_fn`` is given.
-    """
-    _check_category(category, generator)
-    res = int(generator.outputs[0].shape[1])
-    image = tf.convert_to_tensor(item_image)
-    if image.shape.rank != 3 or image.shape[-1] != 3:
-        raise ValueError(f"modify_prototype: item_image must be [H, W, 3], got shape {image.shape}")
-    if image.dtype == tf.uint8:
-        image = tf.cast(image, tf.float32) / 127.5 - 1.0
-    image = upsample(tf.cast(image[None], tf.float32), res)[0]
-    fn = _cached(build_modify_fn, generator, discriminator, item_tower, rec_resolution, loss, design_cfg,
-                 classifier)
-    out = fn(tf.convert_to_tensor(user_vector, tf.float32), image, tf.constant(int(category), tf.int32),
-             tf.constant(int(design_cfg.starts), tf.int32), tf.constant(int(design_cfg.invert_steps), tf.int32),
-             tf.constant(int(design_cfg.steps), tf.int32),
-             tf.constant(float(design_cfg.eta if eta is None else eta), tf.float32),
-             tf.constant(float(design_cfg.proximity), tf.float32),
-             tf.constant(float(design_cfg.learning_rate), tf.float32), tf.constant(int(seed), tf.int32))
-    result = {k: (float(v.numpy()) if v.shape.rank == 0 else v.numpy()) for k, v in out.items()}
-    result["original"] = gan_lib.to_uint8(image).numpy()
-    result["before"] = gan_lib.to_uint8(out["before"]).numpy()
-    result["after"] = gan_lib.to_uint8(out["after"]).numpy()
-    if true_score_fn is not None:
-        t = np.asarray(true_score_fn(tf.stack([image, out["before"], out["after"]])), np.float32)
-        result.update(true_original=float(t[0]), true_before=float(t[1]), true_after=float(t[2]))
-    return result
-
-
-# ---------------------------------------------------------------------------
-# A trained recommender + GAN pair, addressed by the dataset's own ids
-# ---------------------------------------------------------------------------
+# Fields a call may override; classifier_from is not one: the classifier is loaded when the Designer is built.
+_CALL_SETTINGS = tuple(f.name for f in dataclasses.fields(DesignConfig) if f.name != "classifier_from")
 
 
 @dataclass
 class Designer:
-    """Everything personalised design needs, from a DVBPR work directory and a GAN work directory.
+    """A trained recommender + conditional GAN pair that designs items for users.
 
-    Users and items are addressed by the recommender dataset's own ids, categories by the
-    GAN's category names (or indices); the two work directories are matched by category name.
+    Users and items are addressed by the recommender dataset's own ids (or row
+    indices, as ints), categories by the GAN's category names (case-insensitive)
+    or indices; the two work directories are matched by category name. The
+    methods run eagerly on the host and return NumPy arrays; each traces its
+    ``tf.function`` (``build_design_fn`` / ``build_modify_fn``) once per latent
+    constraint and category weight and reuses it.
+
+    Build one with :func:`build_designer` (from work directories) or directly from
+    networks (tests, the benchmark's true-taste variant via ``dataclasses.replace``).
     """
 
     generator: tf.keras.Model
     discriminator: tf.keras.Model
-    item_tower: tf.keras.Model
+    item_tower: object
+    """Phi: float [-1, 1] images [B, rec_resolution, rec_resolution, 3] -> [B, K] (the recommender's CNN)."""
     user_vectors: np.ndarray
-    """float32 [num_users, K]: theta_u of every user."""
+    """float32 [num_users, K]: theta_u of every user, rows in ``dataset.user_ids`` order."""
     dataset: object
     """The recommender's Dataset (user_ids, item_ids, categories, extra["users"] if simulated)."""
     images: np.ndarray
     """uint8 [num_items, rec_resolution, rec_resolution, 3]: the catalogue at the recommender's size."""
-    gan_meta: dict
-    """The GAN's model.json (category_names, resolution, noise_dim, loss, step)."""
-    gan_cfg: object
-    """The GAN run's full Config (its ``design`` section gives defaults)."""
+    category_names: list
+    """The GAN's category names, in its index order."""
     rec_resolution: int
+    """The item tower's input side."""
+    config: DesignConfig = field(default_factory=DesignConfig)
+    """The design settings every call starts from (see the module docstring for where they come from)."""
     loss: str = "lsgan"
+    """The GAN's loss (chooses the realism penalty)."""
     classifier: object = None
     """The category classifier of the category term (``load_category_classifier``), or None."""
-    _item_embeddings: np.ndarray | None = None
+    gan_meta: dict = field(default_factory=dict)
+    """The GAN's model.json (step, resolution, ...), for reports."""
+    _item_embeddings: np.ndarray | None = field(default=None, init=False, repr=False)
+    _fns: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self):
+        self.user_vectors = np.asarray(self.user_vectors, np.float32)
+        self.category_names = [str(n) for n in self.category_names]
+        self.rec_resolution = int(self.rec_resolution)
+        if len(self.user_vectors) != len(self.dataset.user_ids):
+            raise ValueError(f"Designer: {len(self.user_vectors)} user vectors for {len(self.dataset.user_ids)} "
+                             "user ids")
+        if len(self.images) != len(self.dataset.item_ids):
+            raise ValueError(f"Designer: {len(self.images)} images for {len(self.dataset.item_ids)} item ids")
+        if len(self.category_names) != self.num_categories:
+            raise ValueError(f"Designer: {len(self.category_names)} category names for a generator with "
+                             f"{self.num_categories} categories")
+
+    # -- sizes and lookups
 
     @property
-    def category_names(self) -> list[str]:
-        return list(self.gan_meta["category_names"])
+    def num_categories(self) -> int:
+        return int(self.generator.inputs[1].shape[-1])
 
-    def user_index(self, user_id: str) -> int:
-        return _index_of("user", self.dataset.user_ids, user_id)
+    @property
+    def gan_resolution(self) -> int:
+        return int(self.generator.outputs[0].shape[1])
 
-    def item_index(self, item_id: str) -> int:
-        return _index_of("item", self.dataset.item_ids, item_id)
+    def user_index(self, user) -> int:
+        """Row of a user id (str) in ``user_vectors``; an int is taken as the row itself (range-checked)."""
+        return _index_of("user", self.dataset.user_ids, user)
+
+    def item_index(self, item) -> int:
+        """Row of an item id (str) in the catalogue; an int is taken as the row itself (range-checked)."""
+        return _index_of("item", self.dataset.item_ids, item)
 
     def category_index(self, category) -> int:
-        """GAN category index for a name (case-insensitive) or a decimal index."""
+        """GAN category index for a name (case-insensitive), a decimal string or an int index."""
         names = self.category_names
+        if isinstance(category, (int, np.integer)) and not isinstance(category, bool):
+            if not 0 <= int(category) < len(names):
+                raise ValueError(f"category index {int(category)} out of range: the GAN knows {len(names)} "
+                                 f"categories ({', '.join(names)})")
+            return int(category)
         text = str(category)
         lowered = [n.lower() for n in names]
         if text.lower() in lowered:
@@ -471,8 +403,9 @@ class Designer:
             return int(text)
         raise ValueError(f"unknown category {text!r}; the GAN knows: {', '.join(names)}")
 
-    def item_category(self, item: int) -> int:
-        """The GAN category index of catalogue item ``item`` (matched by name)."""
+    def item_category(self, item) -> int:
+        """The GAN category index of catalogue item ``item`` (id or row; matched by category name)."""
+        item = self.item_index(item)
         rec_names = list(self.dataset.category_names)
         c = int(self.dataset.categories[item]) if len(self.dataset.categories) else -1
         if c < 0 or c >= len(rec_names):
@@ -481,29 +414,169 @@ class Designer:
             raise ValueError(f"item {self.dataset.item_ids[item]!r} has no category; pass --category")
         return self.category_index(rec_names[c])
 
-    def items_of_category(self, gan_category: int) -> np.ndarray:
-        """Indices of catalogue items whose category name is the GAN category ``gan_category``."""
+    def items_of_category(self, category) -> np.ndarray:
+        """Rows of the catalogue items whose category name is the GAN category ``category``."""
+        category = self.category_index(category)
         if self.category_names == ["all"]:
             return np.arange(len(self.images))
-        name = self.category_names[gan_category].lower()
+        name = self.category_names[category].lower()
         rec_names = [n.lower() for n in self.dataset.category_names]
         if name not in rec_names:
             return np.zeros(0, np.int64)
         return np.flatnonzero(np.asarray(self.dataset.categories) == rec_names.index(name))
 
-    def item_embeddings(self, batch_size: int = 256) -> np.ndarray:
-        """Phi(X_i) of the whole catalogue, float32 [num_items, K] (computed once, in batches)."""
-        if self._item_embeddings is None:
-            out = []
-            for start in range(0, len(self.images), batch_size):
-                x = tf.cast(np.asarray(self.images[start:start + batch_size]), tf.float32) / 127.5 - 1.0
-                out.append(np.asarray(self.item_tower(x, training=False), np.float32))
-            self._item_embeddings = np.concatenate(out) if out else np.zeros((0, self.user_vectors.shape[1]))
-        return self._item_embeddings
-
     def simulated_users(self):
         """The SimulatedUsers of a simulated world (true preferences), or None."""
-        return getattr(self.dataset, "extra", {}).get("users")
+        return self.dataset.extra.get("users")
+
+    # -- the catalogue
+
+    def item_embeddings(self) -> np.ndarray:
+        """Phi(X_i) of the whole catalogue, float32 [num_items, K] (computed once, in batches, host)."""
+        if self._item_embeddings is None:
+            self._item_embeddings = np.asarray(embed_in_batches(self.item_tower, self.images), np.float32)
+        return self._item_embeddings
+
+    def item_scores(self, user, items=None) -> np.ndarray:
+        """theta_u . Phi(X_i) of catalogue items (rows ``items``, default all) for one user: float32 [M]."""
+        emb = self.item_embeddings()
+        emb = emb if items is None else emb[np.asarray(items, np.int64)]
+        return emb @ self.user_vectors[self.user_index(user)]
+
+    # -- what it can do
+
+    def settings(self, **overrides) -> DesignConfig:
+        """``self.config`` with ``overrides`` (DesignConfig field names) applied, checked.
+
+        Raises:
+          ValueError: an unknown field, ``classifier_from`` (fixed when the Designer is built), or a
+            value out of range (starts < 1, steps or invert_steps < 0, eta, proximity or category_weight < 0).
+        """
+        unknown = sorted(set(overrides) - set(_CALL_SETTINGS))
+        if unknown:
+            raise ValueError(f"unknown design setting(s) {unknown}; a call may set: {', '.join(_CALL_SETTINGS)}"
+                             + (" (the classifier is chosen by build_designer(classifier_workdir=...))"
+                                if "classifier_from" in unknown else ""))
+        cfg = dataclasses.replace(self.config, **{k: v for k, v in overrides.items() if v is not None})
+        for name, low in (("starts", 1), ("steps", 0), ("invert_steps", 0), ("eta", 0), ("proximity", 0),
+                          ("category_weight", 0)):
+            if not getattr(cfg, name) >= low:
+                raise ValueError(f"design.{name} must be >= {low}, got {getattr(cfg, name)}")
+        return cfg
+
+    def generate(self, category, n: int, seed: int = 0) -> np.ndarray:
+        """n samples G(z, c), z ~ stateless_normal([n, noise_dim], seed=[seed, 0]): uint8 [n, H, W, 3].
+
+        The same images as the exported designer's ``generate`` signature for the same inputs.
+        """
+        if n < 1:
+            raise ValueError(f"generate: n must be >= 1, got {n}")
+        return to_uint8(gan_lib.generate(self.generator, self.category_index(category), int(n), int(seed))).numpy()
+
+    def design(self, user, category, seed: int = 0, **overrides) -> DesignResult:
+        """Preference maximisation: ``starts`` designs of ``category`` for ``user`` (``build_design_fn``).
+
+        Maximises ``theta_u . Phi(up(G(z, c))) - eta * realism - category_weight * off_category``
+        over z with ``steps`` Adam steps from ``starts`` random codes seeded by ``seed`` (the module
+        docstring has the math). Eager; the optimisation itself runs in one ``tf.function``.
+
+        Args:
+          user: the dataset's user id (str) or row (int).
+          category: the GAN's category name or index.
+          seed: seeds the random starts (a seed reproduces a design).
+          **overrides: DesignConfig fields for this call only (eta, starts, steps, learning_rate,
+            latent, category_weight); None values are ignored.
+
+        Returns:
+          A ``DesignResult``, best objective first; ``true_scores`` are filled on a simulated world.
+        """
+        row, c = self.user_index(user), self.category_index(category)
+        cfg = self.settings(**overrides)
+        out = self._fn(build_design_fn, cfg)(
+            tf.constant(self.user_vectors[row]), tf.constant(c, tf.int32), tf.constant(int(cfg.starts), tf.int32),
+            tf.constant(int(cfg.steps), tf.int32), tf.constant(float(cfg.eta), tf.float32),
+            tf.constant(float(cfg.learning_rate), tf.float32), tf.constant(int(seed), tf.int32))
+        order = np.argsort(-out["objective"].numpy(), kind="stable")
+        images = tf.gather(out["images"], order)
+        return DesignResult(
+            images=to_uint8(images).numpy(), scores=out["score"].numpy()[order],
+            history=out["history"].numpy()[:, order], objective=out["objective"].numpy()[order],
+            realism=out["realism"].numpy()[order], off_category=out["off_category"].numpy()[order],
+            z=out["z"].numpy()[order], settings=cfg, true_scores=self._true_scores(row, images))
+
+    def modify(self, user, item=None, image=None, category=None, seed: int = 0, **overrides) -> dict:
+        """Prototype modification: one item changed towards ``user``'s taste (``build_modify_fn``).
+
+        L1 GAN inversion of the item image (``starts`` starts, ``invert_steps`` steps, the best
+        kept), then ``steps`` Adam steps maximising the design objective minus
+        ``proximity * mean |G(z, c) - image|``.
+
+        Args:
+          user: the dataset's user id (str) or row (int).
+          item: a catalogue item id (str) or row (int); its image is ``self.images[item]``.
+          image: instead of ``item``, an image uint8 [H, W, 3] or float [-1, 1] [H, W, 3], any side
+            (resized to the GAN's resolution).
+          category: the GAN category (name or index); default: the item's own (needs ``item``).
+          seed: seeds the inversion's random starts.
+          **overrides: DesignConfig fields for this call only (eta, starts, invert_steps, steps,
+            proximity, learning_rate, latent, category_weight).
+
+        Returns:
+          dict of NumPy values: ``original``, ``before`` (the inversion), ``after`` (uint8 [H, W, 3]
+          at the GAN's resolution), ``score_original``, ``score_before``, ``score_after``,
+          ``l1_before``, ``l1_after`` (floats), ``invert_history`` [invert_steps + 1, starts],
+          ``history`` [steps + 1, 1], ``settings`` (the DesignConfig used), and on a simulated world
+          ``true_original``, ``true_before``, ``true_after``.
+        """
+        if (item is None) == (image is None):
+            raise ValueError("modify: give exactly one of item (an id or row) and image")
+        row = self.user_index(user)
+        if item is not None:
+            item = self.item_index(item)
+            image = self.images[item]
+        if category is None:
+            if item is None:
+                raise ValueError("modify: an image needs its category (category=...)")
+            category = self.item_category(item)
+        c = self.category_index(category)
+        image = tf.convert_to_tensor(np.asarray(image))
+        if image.shape.rank != 3 or image.shape[-1] != 3:
+            raise ValueError(f"modify: the image must be [H, W, 3], got shape {image.shape}")
+        if image.dtype == tf.uint8:
+            image = to_model_input(image)
+        image = resize_to(tf.cast(image[None], tf.float32), self.gan_resolution)[0]
+        cfg = self.settings(**overrides)
+        out = self._fn(build_modify_fn, cfg)(
+            tf.constant(self.user_vectors[row]), image, tf.constant(c, tf.int32),
+            tf.constant(int(cfg.starts), tf.int32), tf.constant(int(cfg.invert_steps), tf.int32),
+            tf.constant(int(cfg.steps), tf.int32), tf.constant(float(cfg.eta), tf.float32),
+            tf.constant(float(cfg.proximity), tf.float32), tf.constant(float(cfg.learning_rate), tf.float32),
+            tf.constant(int(seed), tf.int32))
+        result = {k: (float(v.numpy()) if v.shape.rank == 0 else v.numpy()) for k, v in out.items()}
+        result.update(original=to_uint8(image).numpy(), before=to_uint8(out["before"]).numpy(),
+                      after=to_uint8(out["after"]).numpy(), settings=cfg)
+        true = self._true_scores(row, tf.stack([image, out["before"], out["after"]]))
+        if true is not None:
+            result.update(true_original=float(true[0]), true_before=float(true[1]), true_after=float(true[2]))
+        return result
+
+    # -- internals
+
+    def _fn(self, builder, cfg: DesignConfig):
+        # One traced function per builder and per setting that changes the graph; the others are inputs.
+        key = (builder.__name__, cfg.latent, float(cfg.category_weight))
+        if key not in self._fns:
+            self._fns[key] = builder(self.generator, self.discriminator, self.item_tower, self.rec_resolution,
+                                     self.loss, latent=cfg.latent, classifier=self.classifier,
+                                     category_weight=float(cfg.category_weight))
+        return self._fns[key]
+
+    def _true_scores(self, row: int, images_float):
+        """The simulated user's true preference for float [-1, 1] images [N, H, W, 3], or None."""
+        users = self.simulated_users()
+        if users is None:
+            return None
+        return np.asarray(users.true_score_tf(tf.fill([tf.shape(images_float)[0]], row), images_float), np.float32)
 
 
 def load_category_classifier(workdir: str, category_names):
@@ -524,29 +597,47 @@ def load_category_classifier(workdir: str, category_names):
     return classifier
 
 
-def load_designer(rec_workdir: str, gan_workdir: str, best: bool = True,
-                  classifier_workdir: str | None = None) -> Designer:
-    """Loads a trained DVBPR (``tfmodels.training.recommender.load_dvbpr``) and GAN (``load_gan``), and the
-    category classifier of ``classifier_workdir`` (default: the GAN run's ``design.classifier_from``; none
-    when empty)."""
+def build_designer(rec_workdir: str, gan_workdir: str, design: DesignConfig | None = None, best: bool = True,
+                   classifier_workdir: str | None = None, recommender=None) -> Designer:
+    """The one way to assemble a ``Designer`` from a DVBPR and a GAN work directory (host).
+
+    Args:
+      rec_workdir: DVBPR work directory, reopened with ``tfmodels.training.recommender.load_dvbpr``.
+      gan_workdir: GAN work directory (``tfmodels.training.gan.load_gan``).
+      design: the design settings; None = the GAN run's recorded ``design`` section (config.json;
+        DesignConfig defaults for fields it lacks). Single calls can still override fields.
+      best: the recommender's best-validation checkpoint (else its last).
+      classifier_workdir: the category classifier of the category term; None = ``design.classifier_from``,
+        "" = none. Its categories must be the GAN's.
+      recommender: what ``load_dvbpr(rec_workdir, best)`` returned, when the caller already has it (export),
+        so the catalogue is not reopened twice.
+
+    Returns:
+      A ``Designer`` whose ``config`` is ``design`` (``config.classifier_from`` names the classifier it holds).
+    """
     from tfmodels.training.gan import load_gan
     from tfmodels.training.recommender import load_dvbpr
 
     generator, discriminator, gan_cfg, meta = load_gan(gan_workdir)
-    model, dataset, _split, images = load_dvbpr(rec_workdir, best=best)
-    users = np.asarray(model.user_embedding.embeddings.numpy(), np.float32)
-    rec_resolution = int(getattr(model, "resolution", images.shape[1]))
-    if classifier_workdir is None:
-        classifier_workdir = gan_cfg.design.classifier_from
-    classifier = load_category_classifier(classifier_workdir, meta["category_names"])
+    model, dataset, _split, images = recommender if recommender is not None else load_dvbpr(rec_workdir, best)
+    design = copy.deepcopy(gan_cfg.design if design is None else design)
+    if classifier_workdir is not None:
+        design.classifier_from = classifier_workdir
+    classifier = load_category_classifier(design.classifier_from, meta["category_names"])
     return Designer(generator=generator, discriminator=discriminator, item_tower=model.item_tower,
-                    user_vectors=users, dataset=dataset, images=images, gan_meta=meta, gan_cfg=gan_cfg,
-                    rec_resolution=rec_resolution, loss=meta.get("loss", gan_cfg.gan.loss), classifier=classifier)
+                    user_vectors=model.user_embedding.embeddings.numpy(), dataset=dataset, images=images,
+                    category_names=meta["category_names"], rec_resolution=model.resolution, config=design,
+                    loss=meta.get("loss", gan_cfg.gan.loss), classifier=classifier, gan_meta=meta)
 
 
 def _index_of(kind: str, ids, value) -> int:
-    """Row of ``value`` among the recommender's ``kind`` ids; ValueError naming a few known ids."""
+    """Row of ``value`` among the recommender's ``kind`` ids (an int is the row itself); ValueError naming
+    a few known ids."""
     ids = np.asarray(ids).astype(str)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if not 0 <= int(value) < len(ids):
+            raise ValueError(f"{kind} row {int(value)} out of range: the recommender has {len(ids)} {kind}s")
+        return int(value)
     hit = np.flatnonzero(ids == str(value))
     if len(hit) == 0:
         raise ValueError(f"unknown {kind} {value!r}: not among the recommender's {len(ids)} {kind}s "

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfmodels.data.images import embed_in_batches, to_model_input
+
 
 # ---------------------------------------------------------------------------
 # Statistics (NumPy)
@@ -169,8 +171,7 @@ def train_judge(images: np.ndarray, categories: np.ndarray, num_categories: int,
 
     @tf.function
     def step(x, y):
-        x = tf.cast(x, tf.float32) / 127.5 - 1.0
-        x = tf.image.random_flip_left_right(x)
+        x = tf.image.random_flip_left_right(to_model_input(x))
         with tf.GradientTape() as tape:
             logits = judge(x, training=True)["logits"]
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
@@ -190,17 +191,11 @@ def train_judge(images: np.ndarray, categories: np.ndarray, num_categories: int,
 
 
 def judge_outputs(judge, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(logits [N, C], features [N, F]) for uint8 (or float [-1, 1]) images, in batches, inference mode."""
-    logits, features = [], []
-    for start in range(0, len(images), batch_size):
-        x = np.asarray(images[start:start + batch_size])
-        x = x.astype(np.float32) / 127.5 - 1.0 if x.dtype == np.uint8 else x.astype(np.float32)
-        out = judge(x, training=False)
-        logits.append(np.asarray(out["logits"]))
-        features.append(np.asarray(out["features"]))
-    if not logits:
+    """(logits [N, C], features [N, F]) for uint8 images [N, R, R, 3], in batches, inference mode."""
+    if len(images) == 0:
         raise ValueError("judge_outputs: no images")
-    return np.concatenate(logits), np.concatenate(features)
+    out = embed_in_batches(judge, images, batch_size)
+    return out["logits"], out["features"]
 
 
 def quality_report(judge, real_images, real_categories, fake_images, fake_categories, train_images=None,

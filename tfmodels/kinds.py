@@ -19,6 +19,9 @@ import importlib
 DATA_KEYS = ("data.dataset", "data.category_column", "data.max_items", "data.seed", "data.skip_bad_images",
              "world.num_items", "world.num_users", "world.interactions_per_user", "world.taste_strength",
              "world.simulate", "world.seed")
+IMAGE_KEYS = ("data.dataset", "data.category_column", "data.max_items", "data.skip_bad_images", "world.num_items",
+              "world.seed")
+"""What identifies the images and categories (the classifier and the GAN see no users)."""
 TOWER_KEYS = ("data.resolution", "model.embedding_dim", "model.width", "model.fc_units", "model.dropout")
 
 
@@ -77,9 +80,9 @@ KINDS = {k.name: k for k in (
          f"{_REC}:train_dvbpr", "train.steps", DATA_KEYS + TOWER_KEYS, scorer_fn=f"{_REC}:load_scorer"),
     Kind("classifier", "the category classifier: the project's own pre-trained CNN (DVBPR's model.init_from, "
          "VBPR's features, the design's category term)", "tfmodels.training.classifier:train_classifier",
-         "classifier.steps", DATA_KEYS + TOWER_KEYS),
+         "classifier.steps", IMAGE_KEYS + TOWER_KEYS),
     Kind("gan", "the category-conditional GAN that design searches", "tfmodels.training.gan:train_gan",
-         "gan.steps", DATA_KEYS + ("gan.resolution", "gan.noise_dim", "gan.base_channels", "gan.grey")),
+         "gan.steps", IMAGE_KEYS + ("gan.resolution", "gan.noise_dim", "gan.base_channels", "gan.grey")),
 )}
 RECOMMENDERS = tuple(name for name, kind in KINDS.items() if kind.recommender)
 

@@ -15,7 +15,6 @@ On a simulated world the simulated user's *true* preference is printed too.
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
@@ -72,55 +71,30 @@ def _check_positive(args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be between 1 and 100000, got {value}")
 
 
-def _design_cfg(designer, args):
-    cfg = copy.deepcopy(designer.gan_cfg.design)
-    for field, value in (("eta", args.eta), ("starts", args.starts), ("steps", args.steps),
-                         ("learning_rate", args.lr), ("latent", args.latent),
-                         ("category_weight", args.category_weight),
-                         ("invert_steps", getattr(args, "invert_steps", None)),
-                         ("proximity", getattr(args, "proximity", None))):
-        if value is not None:
-            setattr(cfg, field, value)
-    return cfg
-
-
-def _big(tiles, min_side: int = 72) -> np.ndarray:
-    """Stacks tiles and upscales them (nearest neighbour) so labels fit under small GAN images."""
-    tiles = np.stack(tiles)
-    factor = max(1, -(-min_side // tiles.shape[1]))
-    return tiles.repeat(factor, axis=1).repeat(factor, axis=2)
-
-
-def _true_score_fn(designer, user: int):
-    users = designer.simulated_users()
-    if users is None:
-        return None
-    import tensorflow as tf
-    return lambda images: users.true_score_tf(tf.fill([tf.shape(images)[0]], user), images).numpy()
+def _overrides(args) -> dict:
+    """The design settings given on the command line (None = the Designer's, i.e. the GAN run's)."""
+    return {"eta": args.eta, "starts": args.starts, "steps": args.steps, "learning_rate": args.lr,
+            "latent": args.latent, "category_weight": args.category_weight,
+            "invert_steps": getattr(args, "invert_steps", None), "proximity": getattr(args, "proximity", None)}
 
 
 def _load(args):
     _check_positive(args)
-    from tfmodels import design as design_lib
-    return design_lib.load_designer(args.rec_workdir, args.gan_workdir, best=not args.last,
-                                    classifier_workdir=args.classifier_workdir)
+    from tfmodels.design import build_designer
+
+    return build_designer(args.rec_workdir, args.gan_workdir, best=not args.last,
+                          classifier_workdir=args.classifier_workdir)
 
 
 def run_design(args) -> int:
-    from tfmodels import design as design_lib
-    from tfmodels.data.preview import image_grid, save_png
-    import tensorflow as tf
+    from tfmodels.data.images import resize_to, to_model_input, to_uint8
+    from tfmodels.data.preview import image_grid, save_png, upscale
 
     designer = _load(args)
     user = designer.user_index(args.user)
     category = designer.category_index(args.category)
-    cfg = _design_cfg(designer, args)
-    theta = designer.user_vectors[user]
-    true_fn = _true_score_fn(designer, user)
-    result = design_lib.maximise_preference(
-        designer.generator, designer.discriminator, designer.item_tower, theta, category, cfg,
-        designer.rec_resolution, seed=args.seed, loss=designer.loss, true_score_fn=true_fn,
-        classifier=designer.classifier)
+    result = designer.design(user, category, seed=args.seed, **_overrides(args))
+    cfg = result.settings
 
     items = designer.items_of_category(category)
     report = {"user": args.user, "category": designer.category_names[category], "eta": cfg.eta,
@@ -130,15 +104,13 @@ def run_design(args) -> int:
               "objective_start": result.history[0].tolist()}
     tiles, labels = list(result.images), [f"{s:.2f}" for s in result.scores]
     if len(items):
-        real_scores = designer.item_embeddings()[items] @ theta
+        real_scores = designer.item_scores(user, items)
         report["catalogue"] = {"items": int(len(items)), "mean": float(real_scores.mean()),
                                "p90": float(np.percentile(real_scores, 90)), "max": float(real_scores.max())}
         report["designs_above_catalogue_max"] = int(np.sum(result.scores > real_scores.max()))
         best_first = np.argsort(-real_scores)[:args.show_real]
-        gan_res = designer.generator.outputs[0].shape[1]
-        real = tf.image.resize(tf.cast(np.asarray(designer.images[items[best_first]]), tf.float32),
-                               [gan_res, gan_res], antialias=True)
-        real = np.clip(np.round(real.numpy()), 0, 255).astype(np.uint8)
+        real = to_uint8(resize_to(to_model_input(np.asarray(designer.images[items[best_first]])),
+                                  designer.gan_resolution)).numpy()
         cols = max(len(tiles), len(real))
         blank = np.full_like(result.images[0], 255)
         tiles += [blank] * (cols - len(tiles))
@@ -155,30 +127,25 @@ def run_design(args) -> int:
             true_real = users.true_score(np.full(len(items), user), np.asarray(designer.images[items]))
             report["true_catalogue"] = {"mean": float(np.mean(true_real)), "p90": float(np.percentile(true_real, 90)),
                                         "max": float(np.max(true_real))}
-    save_png(image_grid(_big(tiles), cols=cols, labels=labels), args.out)
+    save_png(image_grid(upscale(np.stack(tiles), 72), cols=cols, labels=labels), args.out)
     report["out"] = args.out
     print(json.dumps(report, indent=2))
     return 0
 
 
 def run_modify(args) -> int:
-    from tfmodels import design as design_lib
-    from tfmodels.data.preview import image_grid, save_png
+    from tfmodels.data.preview import image_grid, save_png, upscale
 
     designer = _load(args)
     user = designer.user_index(args.user)
     item = designer.item_index(args.item)
     category = designer.category_index(args.category) if args.category is not None else designer.item_category(item)
-    cfg = _design_cfg(designer, args)
-    theta = designer.user_vectors[user]
-    out = design_lib.modify_prototype(
-        designer.generator, designer.discriminator, designer.item_tower, theta, np.asarray(designer.images[item]),
-        category, cfg, designer.rec_resolution, seed=args.seed, loss=designer.loss,
-        true_score_fn=_true_score_fn(designer, user), classifier=designer.classifier)
-    catalogue_score = float(designer.item_embeddings()[item] @ theta)
+    out = designer.modify(user, item=item, category=category, seed=args.seed, **_overrides(args))
+    cfg = out["settings"]
     report = {"user": args.user, "item": args.item, "category": designer.category_names[category],
               "eta": cfg.eta, "proximity": cfg.proximity, "latent": cfg.latent,
-              "score_item": catalogue_score, "score_original_at_gan_size": out["score_original"],
+              "score_item": float(designer.item_scores(user, [item])[0]),
+              "score_original_at_gan_size": out["score_original"],
               "score_before": out["score_before"], "score_after": out["score_after"],
               "l1_before": out["l1_before"], "l1_after": out["l1_after"]}
     for key in ("true_original", "true_before", "true_after"):
@@ -186,7 +153,8 @@ def run_modify(args) -> int:
             report[key] = out[key]
     labels = [f"item {out['score_original']:.2f}", f"before {out['score_before']:.2f}",
               f"after {out['score_after']:.2f}"]
-    save_png(image_grid(_big([out["original"], out["before"], out["after"]]), cols=3, labels=labels), args.out)
+    tiles = upscale(np.stack([out["original"], out["before"], out["after"]]), 72)
+    save_png(image_grid(tiles, cols=3, labels=labels), args.out)
     report["out"] = args.out
     print(json.dumps(report, indent=2))
     return 0

@@ -10,7 +10,6 @@ model unless ``--version`` is given. See ``export/`` for the signatures.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 
@@ -32,14 +31,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _png(image_uint8) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image_uint8).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def export_all(rec_workdir: str, gan_workdir: str, export_base: str, version: int | None = None,
                best: bool = True, config_base_path: str = "", log=print) -> dict:
     """Exports the recommender, the item encoder and (with ``gan_workdir``) the designer.
@@ -47,14 +38,14 @@ def export_all(rec_workdir: str, gan_workdir: str, export_base: str, version: in
     Returns:
       {model name: version folder written, ..., "models.config": its path}.
     """
-    import numpy as np
-
     from export import signatures as S
     from export.designer import build_designer_module, warmup_inputs as designer_warmup
     from export.item_encoder import build_item_encoder, warmup_inputs as encoder_warmup
     from export.layout import model_card, save_version, write_models_config
     from export.recommender import build_recommender_module, warmup_inputs as recommender_warmup
     from tfmodels import workdir as workdir_lib
+    from tfmodels.data.preview import png_bytes
+    from tfmodels.design import build_designer
     from tfmodels.training.recommender import load_dvbpr
 
     if version is not None and version < 1:
@@ -66,7 +57,7 @@ def export_all(rec_workdir: str, gan_workdir: str, export_base: str, version: in
     log(f"[export] loading the recommender from {rec_workdir}")
     model, dataset, split, images = load_dvbpr(rec_workdir, best=best)
     rec_cfg = workdir_lib.load_config(rec_workdir)
-    sample_png = _png(np.asarray(images[0]))
+    sample_png = png_bytes(images[0])
     written = {}
 
     rec = build_recommender_module(model, dataset, split, images)
@@ -92,18 +83,10 @@ def export_all(rec_workdir: str, gan_workdir: str, export_base: str, version: in
     log(f"[export] {S.ITEM_ENCODER}: {written[S.ITEM_ENCODER]}")
 
     if gan_workdir:
-        from tfmodels.design import Designer, load_category_classifier
-        from tfmodels.training.gan import load_gan
-
         log(f"[export] loading the GAN from {gan_workdir}")
-        generator, discriminator, gan_cfg, meta = load_gan(gan_workdir)
-        # design.category_weight > 0 without a classifier is the design objective's own error.
-        classifier = load_category_classifier(gan_cfg.design.classifier_from, meta["category_names"])
-        designer = Designer(generator=generator, discriminator=discriminator, item_tower=model.item_tower,
-                            user_vectors=np.asarray(model.user_embedding.embeddings.numpy(), np.float32),
-                            dataset=dataset, images=images, gan_meta=meta, gan_cfg=gan_cfg,
-                            rec_resolution=int(images.shape[1]), loss=meta.get("loss", gan_cfg.gan.loss),
-                            classifier=classifier)
+        # Its design settings are the GAN run's (config.json); design.category_weight > 0 without a
+        # classifier is the design objective's own error.
+        designer = build_designer(rec_workdir, gan_workdir, best=best, recommender=(model, dataset, split, images))
         des = build_designer_module(designer)
         sigs = des.signatures()
         written[S.DESIGNER] = save_version(

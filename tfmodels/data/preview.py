@@ -6,6 +6,7 @@ All host-side NumPy + PIL; every PNG is written atomically (temporary file, then
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -75,19 +76,34 @@ def image_grid(images: np.ndarray, cols: int, labels=None, pad: int = 2) -> np.n
     return out
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG encoding of one uint8 [H, W, 3] (or grey [H, W]) image, in memory (host, Pillow).
+
+    The one PNG encoder of the package: ``save_png`` writes its bytes to disk,
+    exports use them for warm-up requests.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] != 3):
+        raise ValueError(f"png_bytes: expected uint8 [H, W(, 3)], got {image.dtype} {image.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def save_png(array: np.ndarray, path: str) -> str:
     """Writes a uint8 [H, W, 3] (or [H, W]) array as PNG atomically; returns ``path``."""
-    array = np.asarray(array)
-    if array.dtype != np.uint8 or array.ndim not in (2, 3):
-        raise ValueError(f"save_png: expected uint8 [H, W(, 3)], got {array.dtype} {array.shape}")
+    data = png_bytes(array)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with files.replacing(path, ".png") as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+        with open(tmp, "wb") as f:
+            f.write(data)
     return path
 
 
-def _upscale(images: np.ndarray, min_side: int) -> np.ndarray:
-    """Nearest-neighbour upscaling by an integer factor so tiles are at least ``min_side`` px."""
+def upscale(images: np.ndarray, min_side: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of uint8 tiles [N, H, W, 3] by an integer factor so they are at
+    least ``min_side`` px (small GAN images with readable labels under them)."""
+    images = np.asarray(images)
     h = images.shape[1]
     factor = max(1, -(-min_side // h))
     if factor == 1:
@@ -131,7 +147,7 @@ def contact_sheet(dataset, images: np.ndarray, out_path: str, n: int = 64, seed:
                 chosen.append(pool.pop())
     chosen = sorted(chosen, key=lambda i: (cats[i], i))
     labels = [f"{_category_name(dataset, i)}" for i in chosen]
-    tiles = _upscale(images[np.asarray(chosen, dtype=np.int64)], 96)
+    tiles = upscale(images[np.asarray(chosen, dtype=np.int64)], 96)
     return save_png(image_grid(tiles, cols=8, labels=labels), out_path)
 
 
@@ -171,5 +187,5 @@ def favourites_sheet(dataset, images: np.ndarray, users, user_idx: int, out_path
             else:
                 tiles.append(blank)
                 labels.append("")
-    grid = image_grid(_upscale(np.stack(tiles), 96), cols=cols, labels=labels)
+    grid = image_grid(upscale(np.stack(tiles), 96), cols=cols, labels=labels)
     return save_png(grid, out_path)

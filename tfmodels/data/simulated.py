@@ -80,7 +80,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfmodels.data.dataset import Dataset, ImageSource
-from tfmodels.data.images import SubsetImageSource, load_images
+from tfmodels.data.images import SubsetImageSource, load_images, to_model_input
 
 FEATURE_NAMES = ("coverage", "height", "width", "brightness", "chroma", "red_green", "yellow_blue", "pattern")
 """Names of the image features, in order."""
@@ -229,14 +229,6 @@ def _features(ops, x, height, width):
     return ops.stack([coverage, height_f, width_f, wmean(lum), chroma, wmean(a), wmean(bb), pattern], axis=1)
 
 
-def _to_float_np(images) -> np.ndarray:
-    """uint8 [0, 255] -> float32 [-1, 1] (the models' convention); float input is taken as [-1, 1]."""
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-        return images.astype(np.float32) / 127.5 - 1.0
-    return images.astype(np.float32, copy=False)
-
-
 def _check_images(images, where: str) -> None:
     shape = tuple(images.shape) if hasattr(images, "shape") else np.shape(images)
     if len(shape) != 4 or shape[-1] not in (3, None):
@@ -259,7 +251,8 @@ def image_features(images, batch: int = 256) -> np.ndarray:
     n = len(images)
     out = np.empty((n, len(FEATURE_NAMES)), np.float32)
     for s in range(0, n, batch):
-        x = _to_float_np(images[s:s + batch])
+        x = np.asarray(images[s:s + batch])
+        x = to_model_input(x) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
         out[s:s + len(x)] = _features(_NumpyOps, x, x.shape[1], x.shape[2])
     return out
 
@@ -535,8 +528,8 @@ def build_world(cfg, images: ImageSource | None = None, categories=None, categor
     (Fashion-MNIST, H&M, ...): when 0 < cfg.world.num_items < len(images), a
     seeded random subset of that many images (kept in their original order);
     otherwise all of them. Features are computed from the images at 64 px
-    (``SOURCE_RESOLUTION``; via tfmodels.data.images.load_images when that
-    module exists, so the on-disk cache is shared).
+    (``SOURCE_RESOLUTION``) through tfmodels.data.images.load_images, so the
+    on-disk cache is shared.
 
     Args:
       cfg: a tfmodels.config.Config (uses cfg.world and cfg.data.cache_dir).

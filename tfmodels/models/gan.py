@@ -40,6 +40,10 @@ import math
 
 import tensorflow as tf
 
+# Re-exported for tfmodels.training.gan, which still calls gan_lib.to_uint8; the pixel
+# convention itself lives in tfmodels.data.images. Delete once that caller imports it from there.
+from tfmodels.data.images import to_uint8  # noqa: F401
+
 LOSSES = ("lsgan", "nonsaturating")
 
 
@@ -191,9 +195,3 @@ def generate(generator: tf.keras.Model, category, n: int, seed: int, noise_dim: 
     z = tf.random.stateless_normal([n, noise_dim], seed=[int(seed), 0])
     c = onehot(tf.fill([n], tf.cast(category, tf.int32)), num_categories)
     return generator([z, c], training=False)
-
-
-def to_uint8(images_float: tf.Tensor) -> tf.Tensor:
-    """[-1, 1] float images -> uint8 [0, 255] (inverse of to_model_input, rounded)."""
-    x = (tf.clip_by_value(images_float, -1.0, 1.0) + 1.0) * 127.5
-    return tf.cast(tf.round(x), tf.uint8)
