@@ -40,10 +40,6 @@ import math
 
 import tensorflow as tf
 
-# Re-exported for tfmodels.training.gan, which still calls gan_lib.to_uint8; the pixel
-# convention itself lives in tfmodels.data.images. Delete once that caller imports it from there.
-from tfmodels.data.images import to_uint8  # noqa: F401
-
 LOSSES = ("lsgan", "nonsaturating")
 
 

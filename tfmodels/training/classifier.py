@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tfmodels import kinds
 from tfmodels import workdir as workdir_lib
-from tfmodels.data.images import load_images, to_model_input
+from tfmodels.data.images import embed_in_batches, load_images, to_model_input
 from tfmodels.data.sampler import labelled_image_batches
 from tfmodels.models.classifier import CategoryClassifier, cross_entropy_per_example
 from tfmodels.training import loop
@@ -96,7 +96,7 @@ class ClassifierTask(loop.Task):
         return strategy.distribute_datasets_from_function(fn)
 
     def evaluate(self, step):
-        logits = predict_in_batches(self.model, self.images, self.val_items)
+        logits = embed_in_batches(self.model, self.images, items=self.val_items)
         acc = float(np.mean(np.argmax(logits, -1) == self.categories[self.val_items]))
         return {"accuracy": acc, "val_items": int(len(self.val_items)),
                 "chance": float(np.max(np.bincount(self.categories[self.val_items])) / len(self.val_items))}
@@ -105,16 +105,6 @@ class ClassifierTask(loop.Task):
         return {"num_categories": self.num_categories, "category_names": self.category_names,
                 "resolution": int(self.images.shape[1]), "feature_layer": "fc7",
                 "train_items": int(len(self.train_items)), "val_items": int(len(self.val_items))}
-
-
-def predict_in_batches(fn, images, items=None, batch_size=256) -> np.ndarray:
-    """Applies ``fn`` (float images in [-1, 1] -> [b, d]) to uint8 images in batches; returns [n, d]."""
-    items = np.arange(len(images)) if items is None else np.asarray(items)
-    call = tf.function(lambda x: fn(to_model_input(x), training=False)) if isinstance(fn, tf.keras.Model) \
-        else tf.function(lambda x: fn(to_model_input(x)))
-    out = [call(tf.constant(np.asarray(images[items[s:s + batch_size]]))).numpy()
-           for s in range(0, len(items), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def train_classifier(cfg, workdir: str, dataset=None) -> dict:
@@ -158,7 +148,7 @@ def classifier_features(classifier_workdir: str, dataset, cache_dir: str = "", b
     model, ccfg = load_classifier(classifier_workdir, best)
     images = load_images(dataset, model.resolution, cache_dir=cache_dir or ccfg.data.cache_dir,
                          skip_bad=ccfg.data.skip_bad_images)
-    feats = predict_in_batches(lambda x: model.features(x), images).astype(np.float32)
+    feats = embed_in_batches(model.features, images).astype(np.float32)
     norm = float(np.mean(np.linalg.norm(feats, axis=1)))
     if not np.isfinite(norm) or norm <= 0:
         raise ValueError(f"classifier {classifier_workdir}: fc7 features are all zero or non-finite")

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from tfmodels import kinds
 from tfmodels import workdir as workdir_lib
-from tfmodels.data.images import to_model_input
+from tfmodels.data.images import to_model_input, to_uint8
 from tfmodels.data.sampler import labelled_image_batches
 from tfmodels.models import gan as gan_lib
 from tfmodels.training import loop as loop_lib
@@ -106,7 +106,7 @@ def sample_grid(generator, num_categories: int, noise: np.ndarray) -> np.ndarray
     cols = len(noise)
     z = np.tile(noise, (num_categories, 1))
     c = gan_lib.onehot(np.repeat(np.arange(num_categories), cols), num_categories)
-    images = gan_lib.to_uint8(generator([z, c], training=False)).numpy()
+    images = to_uint8(generator([z, c], training=False)).numpy()
     return images.reshape(num_categories, cols, *images.shape[1:])
 
 
