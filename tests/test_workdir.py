@@ -32,7 +32,7 @@ def root(tmp_path_factory):
 
 @pytest.mark.slow
 def test_trained_runs_load_score_and_export_after_the_raw_data_moved(root, tmp_path):
-    from tfmodels.cli.export import export_all
+    from export.bundle import export_all
     from tfmodels.training.gan import load_gan
 
     cfg = _cfg(root)
