@@ -351,7 +351,7 @@ def run(args) -> int:
     runner.add(Stage("contact sheet", ["data", "preview"] + data + preset + _sets(common) + ["--out", sheet],
                      lambda: os.path.exists(sheet)))
     # Longest first, so two job slots finish together.
-    order = ["dvbpr", "gan", "classifier", "vbpr", "bpr-mf", "pop"]
+    order = sorted(KINDS, key=lambda k: -STAGE_SHARES.get(k, 0.0))
     for kind in order:
         # The user's --set comes last, so it wins over the demo's sizing.
         extra = list(sizing[kind])
@@ -389,7 +389,7 @@ def run(args) -> int:
         runner.wait("contact sheet")
         # Evaluate each recommender as soon as it is trained (while the others still train).
         # In the order they usually finish (DVBPR takes longest).
-        for kind in ("vbpr", "bpr-mf", "pop", "dvbpr"):
+        for kind in [k for k in reversed(order) if k in RECOMMENDERS]:
             runner.wait(f"train {kind}")
             results["eval"][kind] = _evaluate(kind, runs[kind], out, timings)
         runner.wait("train classifier")
