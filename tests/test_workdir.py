@@ -150,3 +150,16 @@ def test_a_run_of_an_earlier_version_without_data_npz_still_loads(root, tmp_path
     assert "reading its data again" in capsys.readouterr().err
     np.testing.assert_array_equal(again.test_item, split.test_item)
     assert dataset.num_items == 96
+
+
+def test_resuming_on_other_data_is_refused_before_anything_is_overwritten(root, tmp_path):
+    cfg = _cfg(root, steps=2)
+    w = str(tmp_path / "bpr")
+    kinds.get("bpr-mf").train(cfg, w)
+    saved = open(os.path.join(w, "config.json")).read()
+    other = str(tmp_path / "other")
+    write_world(other, n_items=90)
+    cfg.data.data_dir = other  # data.data_dir may change (the data moved), the items may not
+    with pytest.raises(ValueError, match="trained on other data.*96 items"):
+        kinds.get("bpr-mf").train(cfg, w)
+    assert open(os.path.join(w, "config.json")).read() == saved

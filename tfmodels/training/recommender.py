@@ -274,8 +274,8 @@ def train_dvbpr_on(cfg, workdir: str, dataset, split, images, strategy=None, eva
     """Trains DVBPR on given data (resuming from ``W/ckpt``); returns ``loop.run``'s summary."""
     strategy = strategy or build_strategy(cfg.train.strategy)
     workdir_lib.check_resumable(cfg, workdir, kinds.get(KIND).resume_keys)
+    workdir_lib.save_data(workdir, dataset, split, images)  # refuses other data before config.json changes
     workdir_lib.save_config(cfg, workdir)
-    workdir_lib.save_data(workdir, dataset, split, images)
     task = DVBPRTask(cfg, dataset, split, images, evaluate_fn=evaluate_fn)
     result = loop.run(task, cfg.train, workdir, strategy)
     result["task"] = task
