@@ -8,7 +8,7 @@ import tfmodels  # noqa: F401
 import pytest
 
 from export import signatures as S
-from serving import testing
+import serving_fixtures as testing
 from serving.config import load_batching_parameters, parse_batching_parameters, parse_model_config
 from serving.manager import ModelManager, State, wanted_versions
 

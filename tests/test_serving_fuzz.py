@@ -23,7 +23,7 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from export import signatures as S
-from serving import testing
+import serving_fixtures as testing
 from serving.client import GrpcClient, RestClient
 
 C = grpc.StatusCode

@@ -1,4 +1,4 @@
-"""Helpers for tests and benchmarks: synthetic exports and servers on free ports.
+"""Test scaffolding: synthetic exports and servers on free ports (tests and benchmarks).
 
 ``fixture_models()`` exports the synthetic recommender and designer once per
 process; ``start_server(kind, ...)`` runs either the embedded server in-process
@@ -32,7 +32,7 @@ def free_port() -> int:
 @functools.lru_cache(maxsize=None)
 def fixture_models() -> str:
     """Export base with recommender/1 and designer/1 (synthetic), made once per process."""
-    from serving import synthetic
+    import serving_synthetic as synthetic
 
     base = tempfile.mkdtemp(prefix="tfmodels-serving-")
     atexit.register(shutil.rmtree, base, ignore_errors=True)
@@ -48,7 +48,7 @@ def copy_models(dst: str) -> str:
 
 
 def models_config(base: str, path: str | None = None, **kw) -> str:
-    from serving import synthetic
+    import serving_synthetic as synthetic
 
     path = path or os.path.join(base, "models.config")
     names = [n for n in (S.RECOMMENDER, S.DESIGNER, S.ITEM_ENCODER) if os.path.isdir(os.path.join(base, n))]
