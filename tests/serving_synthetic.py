@@ -136,8 +136,9 @@ def export_recommender(base: str, version: int = 1, num_users: int = 50, num_ite
 
 
 class SyntheticDesigner(tf.Module):
-    def __init__(self, num_users: int, latent: int = 8, seed: int = 0):
+    def __init__(self, num_users: int, latent: int = 8, seed: int = 0, max_steps: int = 1000):
         super().__init__()
+        self.max_steps = max_steps
         num_categories = len(CATEGORY_NAMES)
         self.category_index = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(CATEGORY_NAMES),
@@ -195,7 +196,7 @@ class SyntheticDesigner(tf.Module):
         """``steps``, available only once it (and ``checks``) passed the range checks."""
         return self._checked(steps, list(checks) + [
             tf.debugging.assert_non_negative(steps, message="steps must be >= 0"),
-            tf.debugging.assert_less_equal(steps, 1000, message="steps must be <= 1000")])
+            tf.debugging.assert_less_equal(steps, self.max_steps, message=f"steps must be <= {self.max_steps}")])
 
     def _ascend(self, u, z, category, steps, eta):
         """`steps` of gradient ascent on z of u . G(z, c) - eta * mean(z^2) (analytic gradient)."""
@@ -256,9 +257,13 @@ class SyntheticDesigner(tf.Module):
                 S.OUT_SCORE_BEFORE: self._score(u, before)}
 
 
-def export_designer(base: str, version: int = 1, num_users: int = 50, seed: int = 0) -> str:
-    """Writes a synthetic designer to <base>/designer/<version>; returns the path."""
-    m = SyntheticDesigner(num_users, seed=seed)
+def export_designer(base: str, version: int = 1, num_users: int = 50, seed: int = 0,
+                    max_steps: int = 1000) -> str:
+    """Writes a synthetic designer to <base>/designer/<version>; returns the path.
+
+    A large ``max_steps`` makes design calls that run for seconds (deadline tests).
+    """
+    m = SyntheticDesigner(num_users, seed=seed, max_steps=max_steps)
     sigs = {S.GENERATE: m.generate, S.DESIGN: m.design, S.MODIFY: m.modify}
     return _write(m, base, S.DESIGNER, version, sigs)
 
