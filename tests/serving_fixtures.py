@@ -125,3 +125,14 @@ def png_bytes(seed: int = 0, size: int = 12) -> bytes:
 
     rng = np.random.default_rng(seed)
     return tf.io.encode_png(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).numpy()
+
+
+def png_claiming(height: int, width: int) -> bytes:
+    """A PNG signature + IHDR claiming height x width, then a truncated IDAT: a few dozen bytes
+    (a decompression bomb's header without the bomb)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00\x00\x10\x00IDAT" + b"\x78\x9c" + b"\x00" * 16

@@ -5,9 +5,6 @@ that the header is checked before decoding, and the range checks are shown to ga
 every op that reads the checked input by walking the traced graph.
 """
 
-import struct
-import zlib
-
 import tfmodels  # noqa: F401
 
 import numpy as np
@@ -16,13 +13,7 @@ import tensorflow as tf
 
 from export import signatures as S
 from export.recommender import decode_images
-
-
-def png_claiming(height: int, width: int) -> bytes:
-    """A PNG signature + IHDR claiming height x width, then a truncated IDAT: a few dozen bytes."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00\x00\x10\x00IDAT" + b"\x78\x9c" + b"\x00" * 16
+from serving_fixtures import png_claiming
 
 
 def jpeg_claiming(height: int, width: int) -> bytes:
