@@ -330,10 +330,6 @@ class ModelManager:
                 model.logged.add(n)
                 log.warning("model %s: skipping folder %r under %s: not a version number (ASCII decimal "
                             "digits, at most %d)", name, n, model.config.base_path, MAX_VERSION)
-        with self._lock:  # versions that left the disk are forgotten (unless still serving)
-            for v in [v for v in model.states if v not in on_disk and v not in model.available]:
-                model.states.pop(v)
-                model.failed.pop(v, None)
         wanted = wanted_versions(model.config, list(on_disk))
         for v in sorted(wanted - set(model.available), reverse=True):
             self._load(name, model, v, on_disk[v])
@@ -347,6 +343,10 @@ class ModelManager:
                     model.states[v] = (State.END, "")
                 self._on_change(name, v, State.END)
                 log.info("model %s version %d retired", name, v)
+        with self._lock:  # versions that left the disk are forgotten (unless still serving)
+            for v in [v for v in model.states if v not in on_disk and v not in model.available]:
+                model.states.pop(v)
+                model.failed.pop(v, None)
 
     def _load(self, name: str, model: _Model, v: int, path: str) -> None:
         """Loads one version, unless it failed before and its retry is not due (or used up)."""
