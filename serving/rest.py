@@ -211,17 +211,28 @@ class _Handler(tornado.web.RequestHandler):
 
     def initialize(self, server):
         self.server, self._chunks, self._size, self._call = server, [], 0, None
-        self._message = ""
+        self._message, self._holding = "", False
 
     def set_default_headers(self):
         self.clear_header("Server")  # no version banner (see BUILD.md, limits and exposure)
 
-    def prepare(self):
+    async def prepare(self):
         # Tornado has already refused a non-integer or negative Content-Length (400).
         declared = self.request.headers.get("Content-Length")
         if declared is not None and int(declared) > self.server.max_body_bytes:
             self._message = self._too_large(int(declared))
             raise tornado.web.HTTPError(413)
+        if self.request.method == "POST":  # bodies held at once are bounded: wait before reading one
+            await self.server.bodies.acquire()
+            self._holding = True
+
+    def _release(self):
+        if self._holding:
+            self._holding = False
+            self.server.bodies.release()
+
+    def on_finish(self):
+        self._release()
 
     def data_received(self, chunk: bytes):
         self._size += len(chunk)
@@ -258,6 +269,7 @@ class _Handler(tornado.web.RequestHandler):
     def on_connection_close(self):
         if self._call is not None:
             self._call.cancel("the HTTP client closed its connection")
+        self._release()
 
     def write_error(self, status_code: int, **kwargs):
         if status_code == 405:
@@ -301,7 +313,8 @@ class RestServer:
       idle_timeout: seconds a connection may take to send a request's headers, and may
         stay idle between keep-alive requests, before it is closed.
       body_timeout: seconds a request's body may take to arrive.
-      threads: requests parsed and run at once (and JSON bodies held as Python objects).
+      threads: requests parsed and run at once (and JSON bodies held as Python objects);
+        twice as many POST bodies may be held at once, further ones wait before being read.
       metrics: serve ``/monitoring/prometheus/metrics``.
     """
 
@@ -318,6 +331,9 @@ class RestServer:
         self._opts = dict(idle_connection_timeout=idle_timeout, body_timeout=body_timeout,
                           max_body_size=2 * max_body_bytes, max_buffer_size=2 * max_body_bytes)
         self._max_connections = max_connections
+        # Bodies read or waiting for a pool thread at once: enough to keep the pool busy,
+        # few enough that max_body_bytes x this bounds the memory REST bodies take.
+        self._max_bodies = 2 * threads
         self._loop = self._http = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="rest", daemon=True)
@@ -331,6 +347,7 @@ class RestServer:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
         app = tornado.web.Application([(r"/.*", _Handler, {"server": self})], log_function=lambda h: None)
+        self.bodies = asyncio.Semaphore(self._max_bodies)
         self._http = _CappedHTTPServer(app, **self._opts)
         self._http.max_connections = self._max_connections
         self._http.add_sockets(self._sockets)

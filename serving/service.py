@@ -66,8 +66,10 @@ class _Watchdog:
             return
         with self._cond:
             self._seq += 1
+            wake = not self._heap or call.deadline < self._heap[0][0]
             heapq.heappush(self._heap, (call.deadline, self._seq, call))
-            self._cond.notify()
+            if wake:  # only a new earliest deadline changes the wait: no thread switch per request
+                self._cond.notify()
 
     def _loop(self):
         with self._cond:

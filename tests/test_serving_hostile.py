@@ -238,3 +238,29 @@ def test_slow_clients_and_abandoned_calls_leave_score_latency_and_go_idle(server
     score.close()
     print(f"score p99 idle {idle_p99 * 1e3:.2f} ms, with 50 slow sockets and 8 abandoned designs "
           f"{busy_p99 * 1e3:.2f} ms; threads {threads_idle} -> {threads_attack}")
+
+
+def test_rest_bodies_held_at_once_are_bounded(tmp_path):
+    """With one pool thread, two bodies may be held; a third POST waits before its body is read."""
+    cfg = testing.models_config(testing.fixture_models(), str(tmp_path / "models.config"))
+    srv = ModelServer(load_model_config(cfg), port=0, rest_port=0, poll_seconds=0, rest_threads=1).start()
+    body = json.dumps({"inputs": {"user_id": ["u1"], "item_id": ["i1"]}}).encode()
+    path = f"/v1/models/{S.RECOMMENDER}:predict"
+    try:
+        holders = [_connect(srv) for _ in range(2)]
+        for s in holders:  # headers and half a body: each holds its place
+            s.sendall(_post_bytes(path, body)[: -len(body) // 2])
+        time.sleep(0.3)
+        third = _connect(srv)
+        third.sendall(_post_bytes(path, body))
+        third.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            third.recv(65536)
+        holders[0].sendall(_post_bytes(path, body)[-len(body) // 2:])  # one body completes
+        assert holders[0].recv(65536).startswith(b"HTTP/1.1 200")
+        third.settimeout(10)
+        assert third.recv(65536).startswith(b"HTTP/1.1 200")
+        for s in holders + [third]:
+            s.close()
+    finally:
+        srv.stop()
