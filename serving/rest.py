@@ -29,6 +29,7 @@ import json
 import logging
 import re
 import threading
+import time
 
 import grpc
 import tensorflow as tf
@@ -211,7 +212,7 @@ class _Handler(tornado.web.RequestHandler):
 
     def initialize(self, server):
         self.server, self._chunks, self._size, self._call = server, [], 0, None
-        self._message, self._holding = "", False
+        self._message, self._holding, self._gone = "", False, False
 
     def set_default_headers(self):
         self.clear_header("Server")  # no version banner (see BUILD.md, limits and exposure)
@@ -225,6 +226,8 @@ class _Handler(tornado.web.RequestHandler):
         if self.request.method == "POST":  # bodies held at once are bounded: wait before reading one
             await self.server.bodies.acquire()
             self._holding = True
+            if self._gone:  # the client left while waiting: its place goes to the next one
+                self._release()
 
     def _release(self):
         if self._holding:
@@ -267,6 +270,7 @@ class _Handler(tornado.web.RequestHandler):
         self.finish(body)
 
     def on_connection_close(self):
+        self._gone = True
         if self._call is not None:
             self._call.cancel("the HTTP client closed its connection")
         self._release()
@@ -285,18 +289,20 @@ class _Handler(tornado.web.RequestHandler):
             log.error("internal error on REST %s %s: %s: %s", self.request.method, self.request.path[:200],
                       typ.__name__, value)
 
-    def _log(self):  # access logs off, like TF Serving
-        pass
-
-
 class _CappedHTTPServer(tornado.httpserver.HTTPServer):
     """Closes connections beyond ``max_connections`` at once (file descriptors are shared with gRPC)."""
 
     max_connections = 0
+    _refused, _logged_at = 0, float("-inf")
 
     def handle_stream(self, stream, address):
         if len(self._connections) >= self.max_connections:  # Tornado's own set of open connections
-            log.warning("REST: %d connections open, closing a new one from %s", len(self._connections), address[0])
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._logged_at >= 60:  # a flood of connections must not become a flood of log lines
+                log.warning("REST: %d connections open (the limit); closed %d new ones since the last "
+                            "report, the latest from %s", len(self._connections), self._refused, address[0])
+                self._refused, self._logged_at = 0, now
             stream.close()
             return
         super().handle_stream(stream, address)
