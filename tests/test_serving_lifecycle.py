@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 import time
 
 import tfmodels  # noqa: F401
@@ -126,7 +128,8 @@ def test_client_retries_while_server_starts(tmp_path):
 def test_cli_serve_stops_gracefully_on_sigterm(tmp_path):
     cfg = testing.models_config(testing.fixture_models(), str(tmp_path / "models.config"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tfmodels", "serve", "--model-config", cfg, "--port", "0", "--rest-port", "0"],
+        [sys.executable, "-m", "tfmodels", "serve", "--model-config", cfg, "--port", "0", "--rest-port", "0",
+         "--no-metrics", "--no-reload-config", "--request-timeout", "60"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         line = ""
@@ -140,6 +143,10 @@ def test_cli_serve_stops_gracefully_on_sigterm(tmp_path):
         c = GrpcClient(grpc_target)
         assert c.score(["u1"], ["i1"]).known.tolist() == [True]
         assert RestClient(f"http://{rest}").status(S.RECOMMENDER)[0]["state"] == "AVAILABLE"
+        # The CLI's flags reach the server: no Prometheus endpoint with --no-metrics.
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://{rest}/monitoring/prometheus/metrics", timeout=10)
+        assert missing.value.code == 404
         result = {}
         slow = threading.Thread(target=lambda: result.setdefault(
             "d", c.design("u1", "top", starts=64, steps=300, seed=0)))
