@@ -22,7 +22,8 @@ DATA_KEYS = ("data.dataset", "data.category_column", "data.max_items", "data.see
 IMAGE_KEYS = ("data.dataset", "data.category_column", "data.max_items", "data.skip_bad_images", "world.num_items",
               "world.seed")
 """What identifies the images and categories (the classifier and the GAN see no users)."""
-TOWER_KEYS = ("data.resolution", "model.embedding_dim", "model.width", "model.fc_units", "model.dropout")
+TOWER_KEYS = ("data.resolution", "model.embedding_dim", "model.width", "model.fc_units", "model.dropout",
+              "model.tower", "model.tower_weights", "model.frozen_stages")
 
 
 @dataclasses.dataclass(frozen=True)
