@@ -278,3 +278,26 @@ def test_backbone_export_runs_in_the_session_based_loader(backbone_run, tmp_path
     # The item encoder's embedding is the tower's, with the Lite preprocessing inside the graph.
     np.testing.assert_allclose(got[S.OUT_EMBEDDING], model.item_tower(to_model_input(images[:3]), training=False).numpy(),
                                rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@_needs_wheel("efficientnet_lite0")
+def test_classifier_on_a_backbone_tower_gives_pooled_features_and_inits_dvbpr(tmp_path, capsys):
+    from test_train_support import colour_world
+    from tfmodels.models.dvbpr import build_dvbpr
+    from tfmodels.training import classifier
+    from tfmodels.training.recommender import load_pretrained_into
+
+    cfg = _model_cfg("efficientnet_lite0", tower_weights="imagenet", frozen_stages=9)
+    cfg.classifier.steps, cfg.train.steps_per_loop, cfg.train.eval_every, cfg.train.checkpoint_every = 4, 2, 4, 4
+    dataset, split, images = colour_world(resolution=32)
+    workdir = str(tmp_path / "clf")
+    classifier.train_classifier(cfg, workdir, dataset=dataset)
+    assert "efficientnet_lite0 initialised with ImageNet weights" in capsys.readouterr().out
+    feats = classifier.classifier_features(workdir, dataset)
+    assert feats.shape == (len(images), el.FEATURES)
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1).mean(), 1.0, rtol=1e-5)
+    dvbpr = build_dvbpr(cfg.model, split.num_users, 32)
+    load_pretrained_into(dvbpr, workdir)
+    np.testing.assert_array_equal(dvbpr.item_tower.get_layer("embedding").kernel.numpy(),
+                                  classifier.load_pretrained_tower(workdir).get_layer("embedding").kernel.numpy())

@@ -60,7 +60,9 @@ def build_backbone_tower(backbone: str, model_cfg, resolution: int, name: str = 
         if 0 <= el.stage_of(layer.name) < model_cfg.frozen_stages:
             layer.trainable = False
     inputs = tf.keras.Input((resolution, resolution, 3), name="images")
-    x = tf.keras.layers.Dropout(model_cfg.dropout, name="drop_features")(net(inputs))
+    # A named layer for the pooled features in this graph (the nested model's own output is not).
+    features = tf.keras.layers.Activation("linear", name="features")(net(inputs))
+    x = tf.keras.layers.Dropout(model_cfg.dropout, name="drop_features")(features)
     # float32 even under mixed_float16, as CNN-F's embedding (dot products with the user vectors).
     outputs = tf.keras.layers.Dense(model_cfg.embedding_dim, name="embedding", dtype="float32")(x)
     return tf.keras.Model(inputs, outputs, name=name)
@@ -94,7 +96,7 @@ TOWERS = {
     "cnnf": Tower("the paper's CNN-F from scratch (model.width, model.fc_units)",
                   cnnf.build_item_tower, feature_layer="fc7"),
     **{name: Tower(f"EfficientNet-Lite{name[-1]} backbone (ImageNet weights with model.tower_weights=imagenet)",
-                   functools.partial(build_backbone_tower, name), feature_layer=name,
+                   functools.partial(build_backbone_tower, name), feature_layer="features",
                    load_weights=functools.partial(load_backbone_weights, name))
        for name in el.VARIANTS},
 }
