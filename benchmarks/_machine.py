@@ -12,6 +12,14 @@ def info() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
+    simd = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        # TensorFlow's float32 matmul runs about twice as fast with AVX-512 as with AVX2 alone.
+        simd = "avx512" if "avx512f" in flags else ("avx2" if "avx2" in flags else "no avx2")
+    except OSError:
+        pass
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -26,7 +34,7 @@ def info() -> dict:
         load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         load = "?"
-    out = {"cpu": cpu, "cores_usable": cores, "memory": memory, "load_avg_1_5_15": load,
+    out = {"cpu": cpu, "simd": simd, "cores_usable": cores, "memory": memory, "load_avg_1_5_15": load,
            "python": platform.python_version(), "platform": platform.platform()}
     import sys
     if "tensorflow" in sys.modules:

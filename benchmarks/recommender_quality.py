@@ -154,7 +154,7 @@ def run_dataset(name: str, args, log) -> dict:
     oracle = None
     users = dataset.extra.get("users")
     if users is not None:
-        from tfmodels.data.simulated import oracle_auc
+        from tfmodels.evaluation import oracle_auc
 
         oracle = oracle_auc(dataset, split, images)
         report["oracle"] = {k: v for k, v in oracle.items() if isinstance(v, (int, float))}

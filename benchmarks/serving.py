@@ -27,7 +27,7 @@ Workloads: ``score`` (one user, 100 candidate items), ``recommend`` top-100 over
 the catalogue (``--catalogue`` items; 17k is the H&M sample's size) and over a
 1M-item catalogue (``recommend_1m``), and ``design`` (designer model).
 
-Without ``--export-base`` the models are synthetic (serving/synthetic.py): random
+Without ``--export-base`` the models are synthetic (tests/serving_synthetic.py): random
 user/item vectors of ``--dim`` dimensions, recommend = matmul + tf.math.top_k. With
 ``--export-base E`` (folders written by ``tfmodels export``) the real
 recommender/designer are measured, with the ids of their warm-up requests unless
@@ -53,14 +53,17 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, _ROOT)
+# The synthetic models are test scaffolding: they live with the tests, not in the library.
+sys.path.insert(0, os.path.join(_ROOT, "tests"))
 import tfmodels  # noqa: E402,F401  (tf-keras guard before TensorFlow)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from export import signatures as S  # noqa: E402
-from serving import synthetic  # noqa: E402
+import serving_synthetic as synthetic  # noqa: E402
 from serving.client import GrpcClient, RestClient  # noqa: E402
 
 RECOMMENDER_1M = "recommender_1m"

@@ -142,6 +142,13 @@ class DesignerModule(tf.Module):
                                                message=f"{name} must be between {low} and {high}")]
 
     @staticmethod
+    def _checked(values, checks):
+        """``values`` usable only once ``checks`` passed: nothing is sized or looped from an unchecked
+        number (an assert alone runs beside the ops that read the same input)."""
+        with tf.control_dependencies(checks):
+            return [tf.identity(v) for v in values]
+
+    @staticmethod
     def _check_eta(eta):
         return [tf.debugging.assert_all_finite(eta, message=f"{S.ETA} must be a finite number"),
                 tf.debugging.assert_non_negative(eta, message=f"{S.ETA} must be >= 0")]
@@ -152,8 +159,8 @@ class DesignerModule(tf.Module):
                                   tf.TensorSpec([], tf.int32, name=S.N),
                                   tf.TensorSpec([], tf.int32, name=S.SEED)])
     def generate(self, category, n, seed):
-        with tf.control_dependencies(self._in_range(S.N, n, 1, MAX_IMAGES)):
-            c = self._category(category)
+        (n,) = self._checked([n], self._in_range(S.N, n, 1, MAX_IMAGES))
+        c = self._category(category)
         z = tf.random.stateless_normal(tf.stack([n, self.noise_dim]), seed=tf.stack([seed, 0]))
         onehot = tf.one_hot(tf.fill(tf.reshape(n, [1]), c), self.num_categories, dtype=tf.float32)
         image = to_uint8(self.generator([z, onehot], training=False))
@@ -168,6 +175,7 @@ class DesignerModule(tf.Module):
     def design(self, user_id, category, starts, steps, eta, seed):
         checks = (self._in_range(S.STARTS, starts, 1, MAX_IMAGES) + self._in_range(S.STEPS, steps, 0, MAX_STEPS)
                   + self._check_eta(eta))
+        starts, steps, eta = self._checked([starts, steps, eta], checks)
         with tf.control_dependencies(checks):
             theta = self._user_vectors(user_id[None])[0]
             c = self._category(category)
@@ -188,6 +196,7 @@ class DesignerModule(tf.Module):
                   + check_same_length(S.USER_ID, user_id, S.IMAGE_BYTES, image_bytes)
                   + check_same_length(S.USER_ID, user_id, S.CATEGORY, category)
                   + self._in_range(S.STEPS, steps, 0, MAX_STEPS) + self._check_eta(eta))
+        image_bytes, steps, eta = self._checked([image_bytes, steps, eta], checks)
         with tf.control_dependencies(checks):
             theta = self._user_vectors(user_id)
             c = self._category(category)

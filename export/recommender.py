@@ -34,7 +34,9 @@ Callers must look at ``known``.
 
 Everything else that is wrong is an ``INVALID_ARGUMENT`` error with a message
 (``tf.debugging.assert_*`` inside the graph): an empty batch, inputs of different
-lengths, image bytes that are not a JPEG or PNG or do not decode, ``k < 1`` or ``k``
+lengths, image bytes that are not a JPEG or PNG or do not decode, an image whose
+header claims more than ``export.signatures.MAX_IMAGE_PIXELS`` pixels (checked
+before it is decoded), ``k < 1`` or ``k``
 larger than the catalogue. With ``exclude_purchased`` a user with fewer than k
 unpurchased items gets the remaining slots as item id "" and score -inf.
 
@@ -138,9 +140,32 @@ def square_resize_tf(img: tf.Tensor, resolution: int) -> tf.Tensor:
     return tf.cast(tf.ensure_shape(out, [R, R, 3]), tf.uint8)
 
 
-def _decode_one(data: tf.Tensor) -> tf.Tensor:
-    """JPEG or PNG bytes -> uint8 [h, w, 3]; a transparent PNG is composited on white."""
+def _png_size(data: tf.Tensor) -> tf.Tensor:
+    """(height, width) int64 from a PNG's IHDR chunk (bytes 16-23, big-endian), without decoding.
+
+    Shorter data reads as 0 x 0 and is then refused by the decoder.
+    """
+    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 24), b"\0" * 24]), 16, 8)
+    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+    width = b[0] * 2**24 + b[1] * 2**16 + b[2] * 2**8 + b[3]
+    height = b[4] * 2**24 + b[5] * 2**16 + b[6] * 2**8 + b[7]
+    return tf.stack([height, width])
+
+
+def _decode_one(data: tf.Tensor, max_pixels: int, name: str) -> tf.Tensor:
+    """JPEG or PNG bytes -> uint8 [h, w, 3]; a transparent PNG is composited on white.
+
+    The header's dimensions are checked against ``max_pixels`` before decoding:
+    decoders allocate what the header claims, whatever the file's size.
+    """
     is_png = tf.strings.substr(data, 0, len(_PNG_MAGIC)) == _PNG_MAGIC
+    size = tf.cond(is_png, lambda: _png_size(data),
+                   lambda: tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64))
+    check = tf.debugging.Assert(
+        size[0] * size[1] <= max_pixels,
+        [f"{name}: image larger than the limit of {max_pixels} pixels (height x width):", size], summarize=2)
+    with tf.control_dependencies([check]):
+        data = tf.identity(data)
 
     def png():
         rgba = tf.cast(tf.io.decode_png(data, channels=4), tf.float32)
@@ -163,12 +188,14 @@ def check_same_length(a_name: str, a: tf.Tensor, b_name: str, b: tf.Tensor) -> l
                                       message=f"{a_name} and {b_name} must have the same number of rows")]
 
 
-def decode_images(image_bytes: tf.Tensor, resolution: int, name: str = S.IMAGE_BYTES) -> tf.Tensor:
+def decode_images(image_bytes: tf.Tensor, resolution: int, name: str = S.IMAGE_BYTES,
+                  max_pixels: int = S.MAX_IMAGE_PIXELS) -> tf.Tensor:
     """Encoded JPEG/PNG images string [B] -> uint8 [B, R, R, 3], prepared like the training images.
 
-    Raises (at run time, INVALID_ARGUMENT): an empty batch, or rows that are not
-    a JPEG or PNG (their row numbers are in the message); a JPEG/PNG that does not
-    decode fails with TensorFlow's decoder message.
+    Raises (at run time, INVALID_ARGUMENT): an empty batch, rows that are not
+    a JPEG or PNG (their row numbers are in the message), an image whose header
+    claims more than ``max_pixels`` pixels (checked before decoding); a JPEG/PNG
+    that does not decode fails with TensorFlow's decoder message.
     """
     image_bytes = tf.reshape(image_bytes, [-1])
     head = tf.strings.substr(image_bytes, 0, 8)
@@ -182,7 +209,7 @@ def decode_images(image_bytes: tf.Tensor, resolution: int, name: str = S.IMAGE_B
     with tf.control_dependencies(checks):
         image_bytes = tf.identity(image_bytes)
     R = int(resolution)
-    return tf.map_fn(lambda b: square_resize_tf(_decode_one(b), R), image_bytes,
+    return tf.map_fn(lambda b: square_resize_tf(_decode_one(b, max_pixels, name), R), image_bytes,
                      fn_output_signature=tf.TensorSpec([R, R, 3], tf.uint8))
 
 

@@ -72,6 +72,12 @@ OUT_SCORE_BEFORE = "score_before"  # float32 [B]: preference for the unmodified 
 # --- Limits the exported designer enforces (INVALID_ARGUMENT beyond them).
 MAX_IMAGES = 64  # n (generate), starts (design), rows of modify: 1..MAX_IMAGES
 MAX_STEPS = 500  # steps (design, modify): 0..MAX_STEPS
+# --- Limit every exported image input enforces (recommender score_images / item_embedding,
+# designer modify): width x height as the JPEG/PNG header claims it, checked before the
+# image is decoded, so a few hundred bytes claiming 12000 x 12000 cost nothing. 4096 x 4096
+# is well above product photos (H&M's are about 1166 x 1750) and bounds one decode to
+# about 270 MB (RGBA as float32 while compositing a transparent PNG).
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,10 +26,10 @@ from serving.errors import ServingError
 
 
 class _Task:
-    __slots__ = ("inputs", "size", "event", "result", "error", "enqueued")
+    __slots__ = ("inputs", "size", "call", "event", "result", "error", "enqueued")
 
-    def __init__(self, inputs: dict, size: int):
-        self.inputs, self.size = inputs, size
+    def __init__(self, inputs: dict, size: int, call=None):
+        self.inputs, self.size, self.call = inputs, size, call
         self.event = threading.Event()
         self.result = self.error = None
         self.enqueued = time.monotonic()
@@ -67,15 +67,20 @@ class Batcher:
         for t in self._threads:
             t.start()
 
-    def run(self, served, key: str, inputs: dict) -> dict:
-        """Same contract as ServedVersion.run, batched with other concurrent calls."""
+    def run(self, served, key: str, inputs: dict, call=None) -> dict:
+        """Same contract as ServedVersion.run, batched with other concurrent calls.
+
+        A batched request whose ``call`` is over (deadline passed, client gone) by the
+        time its batch is taken is answered with that status and not run; a merged batch
+        itself runs to completion (batched signatures are the short ones).
+        """
         size = batch_size_of(served, key, inputs)
         p = self.params
         if size is None or size == 0 or size > p.max_batch_size:
-            return served.run(key, inputs)
+            return served.run(key, inputs, call)
         # Rows must agree in per-row shape (and dtype) to be concatenated.
         qkey = (id(served), key, tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(inputs.items())))
-        task = _Task(inputs, size)
+        task = _Task(inputs, size, call)
         with self._cond:
             if self._stopped:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
@@ -127,6 +132,19 @@ class Batcher:
             self._run_batch(q, tasks)
 
     def _run_batch(self, q: _Queue, tasks: list):
+        live = []
+        for t in tasks:
+            try:
+                if t.call is not None:
+                    t.call.check()
+                live.append(t)
+            except ServingError as e:
+                t.error = e
+                t.event.set()
+        if live:
+            self._run_live(q, live)
+
+    def _run_live(self, q: _Queue, tasks: list):
         try:
             rows = sum(t.size for t in tasks)
             names = list(tasks[0].inputs)

@@ -60,12 +60,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 served, key = self.core.resolve(request.model_spec.name, version, label,
                                                 request.model_spec.signature_name)
                 info.update(model=served.name, signature=key)
+                # The client's deadline bounds the run (TF Serving sets the session-run
+                # timeout from it); without one, the server's request timeout does. A
+                # cancelled or expired RPC cancels the run through the termination callback.
                 remaining = context.time_remaining()
-                if remaining is not None and remaining <= 0:  # the caller has given up
-                    raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before running")
+                call = self.core.call(self.core.request_timeout if remaining is None else remaining)
+                context.add_callback(lambda: call.cancel("the RPC ended (cancelled or past its deadline)"))
                 limit = self.core.max_request_bytes
                 inputs = {k: proto_to_array(k, v, limit) for k, v in request.inputs.items()}
-                outputs = self.core.run(served, key, inputs, list(request.output_filter))
+                outputs = self.core.run(served, key, inputs, list(request.output_filter), call)
                 response = predict_pb2.PredictResponse()
                 response.model_spec.name = served.name
                 response.model_spec.version.value = served.version
@@ -118,8 +121,8 @@ def status_response(manager, name, version, label):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, core):
-        self.core = core
+    def __init__(self, core, allow_reload_config: bool = True):
+        self.core, self.allow_reload_config = core, allow_reload_config
 
     def GetModelStatus(self, request, context):
         try:
@@ -130,6 +133,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     def HandleReloadConfigRequest(self, request, context):
         response = model_management_pb2.ReloadConfigResponse()
+        if not self.allow_reload_config:
+            response.status.error_code = grpc.StatusCode.PERMISSION_DENIED.value[0]
+            response.status.error_message = "HandleReloadConfigRequest is disabled on this server"
+            return response
         try:
             config = validate_model_config(request.config, source="ReloadConfigRequest")
         except ValueError as e:
@@ -138,6 +145,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             return response
         try:
             self.core.manager.reload(config)
+        except ServingError as e:  # e.g. a label pointing at a version that did not load
+            response.status.error_code = e.code.value[0]
+            response.status.error_message = e.message
         except Exception as e:
             log.exception("reload failed")
             response.status.error_code = grpc.StatusCode.INTERNAL.value[0]

@@ -7,32 +7,49 @@
 * ``GET /v1/models/NAME[/versions/N|/labels/L]``: GetModelStatusResponse as JSON.
 * ``GET /v1/models/NAME[/versions/N|/labels/L]/metadata``: GetModelMetadataResponse as JSON.
 * ``GET /monitoring/prometheus/metrics``: Prometheus text format.
-* Errors: ``{"error": "<message>"}`` with the HTTP status TF Serving uses.
+* Errors: ``{"error": "<message>"}`` with the HTTP status TF Serving uses: 400 for
+  a malformed request (also for methods other than GET and POST, and for ``GET
+  /v1/models`` without a name), 404 outside ``/v1/``, 413 for a body over the
+  limit. Routes are case-insensitive, as TF Serving's. Chunked bodies are accepted.
 
-Runs on one thread per connection (HTTP/1.1 keep-alive).
+Runs on Tornado (an asynchronous HTTP server made for many slow connections): one
+event-loop thread holds every connection, with a header/idle timeout, a body
+timeout and a cap on open connections, so slow or idle clients cost a socket, not a
+thread, and are closed when their time is up. Request bodies are parsed and run on
+a bounded thread pool, which also bounds how many JSON bodies are converted at once
+(JSON costs about ten times its size in Python objects). A client that closes its
+connection cancels its TensorFlow call.
 """
 
 from __future__ import annotations
 
-import http.server
+import asyncio
+import concurrent.futures
 import json
 import logging
 import re
-import socketserver
 import threading
+import time
 
 import grpc
+import tensorflow as tf
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
 from google.protobuf import json_format
 
-from serving.errors import ServingError, invalid, not_found, too_large
+from serving.errors import ServingError, invalid, not_found
 from serving.grpc_service import signature_def_map, status_response
+from serving.manager import parse_version
 from serving.tensors import array_to_json, json_to_array
 
 log = logging.getLogger("serving")
 
+METRICS_PATH = "/monitoring/prometheus/metrics"
 _ROUTE = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-    r"(?P<tail>/metadata|:predict|:classify|:regress)?/?$")
+    r"(?P<tail>/metadata|:predict|:classify|:regress)?/?$", re.IGNORECASE)
+_NO_NAME = re.compile(r"^/v1/models/?$", re.IGNORECASE)
 
 
 def _is_b64(v) -> bool:
@@ -50,10 +67,14 @@ def parse_predict_body(body, served, key: str):
         raise invalid("request body must have exactly one of 'instances' (row format) or 'inputs' (columnar)")
     specs = served.input_specs[key]
 
-    def dtype_of(name):
+    def convert(name, value, row_format):
+        """JSON -> array, refused by the signature's shape before it is converted."""
         if name not in specs:
             raise invalid(f"input '{name}' is not in signature '{key}' (inputs: {sorted(specs)})")
-        return specs[name].dtype
+        shape = specs[name].shape
+        if row_format and shape.rank is not None:  # the rows add the batch dimension
+            shape = tf.TensorShape([None]).concatenate(shape[1:]) if shape.rank else None
+        return json_to_array(name, value, specs[name].dtype, shape)
 
     if "instances" in body:
         rows = body["instances"]
@@ -64,22 +85,22 @@ def parse_predict_body(body, served, key: str):
             names = set(rows[0])
             if any(set(r) != names for r in rows):
                 raise invalid("every object in 'instances' must name the same inputs")
-            return {n: json_to_array(n, [r[n] for r in rows], dtype_of(n)) for n in names}, True
+            return {n: convert(n, [r[n] for r in rows], True) for n in names}, True
         if any(isinstance(r, dict) and not _is_b64(r) for r in rows):
             raise invalid("'instances' mixes objects and plain values")
         if len(specs) != 1:
             raise invalid(f"signature '{key}' has {len(specs)} inputs: each instance must be an "
                           f"object naming them ({sorted(specs)})")
         (name,) = specs
-        return {name: json_to_array(name, rows, dtype_of(name))}, True
+        return {name: convert(name, rows, True)}, True
     cols = body["inputs"]
     if isinstance(cols, dict) and not _is_b64(cols):
-        return {n: json_to_array(n, v, dtype_of(n)) for n, v in cols.items()}, False
+        return {n: convert(n, v, False) for n, v in cols.items()}, False
     if len(specs) != 1:
         raise invalid(f"signature '{key}' has {len(specs)} inputs: 'inputs' must be an object naming "
                       f"them ({sorted(specs)})")
     (name,) = specs
-    return {name: json_to_array(name, cols, dtype_of(name))}, False
+    return {name: convert(name, cols, False)}, False
 
 
 def format_outputs(outputs: dict, row_format: bool) -> dict:
@@ -100,125 +121,258 @@ def format_outputs(outputs: dict, row_format: bool) -> dict:
     return {"predictions": [{k: c[i] for k, c in cols.items()} for i in range(n)]}
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "tfmodels-serving"
-    # Headers and body go out in separate writes; with Nagle on, a keep-alive
-    # client's delayed ACK stalls each response by ~40 ms.
-    disable_nagle_algorithm = True
-    core = None  # set by make_rest_server
+def _route(method: str, path: str):
+    """(name, version, label, tail) of a /v1/models path; errors as TF Serving answers them."""
+    m = _ROUTE.match(path)
+    if not m:
+        if _NO_NAME.match(path):
+            raise invalid("Missing model name in request.")
+        if not path.lower().startswith("/v1/"):
+            raise not_found(f"Not found: {method} {path}")
+        raise invalid(f"Malformed request: {method} {path}")
+    version = m.group("version")
+    if version is not None:
+        number = parse_version(version)
+        if number is None:
+            raise invalid(f"Malformed request: version '{version}' is not an integer in int64 range")
+        version = number
+    return m.group("name"), version, m.group("label") or "", (m.group("tail") or "").lower()
 
-    def log_message(self, fmt, *args):  # access logs off, like TF Serving
-        pass
 
-    def _send(self, status: int, body: bytes, ctype: str = "application/json"):
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+class RestFrontEnd:
+    """What a REST request does once its body is in: parse, run, encode (on the pool threads).
 
-    def _send_json(self, obj, status: int = 200):
-        self._send(status, json.dumps(obj).encode("utf-8"))
+    ``handle`` never raises: every outcome is (HTTP status, body bytes, content type).
+    """
 
-    def _error(self, e: Exception):
-        if not isinstance(e, ServingError):
-            log.exception("internal error")
-            e = ServingError(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}")
-        self._send_json({"error": e.message}, e.http_status)
+    def __init__(self, core, metrics_enabled: bool = True):
+        self.core, self.metrics_enabled = core, metrics_enabled
 
-    def _route(self):
-        m = _ROUTE.match(self.path.split("?", 1)[0])
-        if not m:
-            raise not_found(f"Malformed request: {self.command} {self.path}")
-        version = m.group("version")
-        if version is not None:
-            if not version.isdigit():
-                raise invalid(f"Malformed request: version '{version}' is not an integer")
-            version = int(version)
-        return m.group("name"), version, m.group("label") or "", m.group("tail") or ""
-
-    def do_GET(self):
+    def handle(self, method: str, path: str, raw: bytes, call) -> tuple:
         try:
-            if self.path.split("?", 1)[0] == "/monitoring/prometheus/metrics":
-                self._send(200, self.core.metrics.render().encode(), "text/plain; version=0.0.4")
-                return
-            name, version, label, tail = self._route()
-            manager = self.core.manager
-            if tail == "":
-                resp = status_response(manager, name, version, label)
-                self._send_json(json_format.MessageToDict(
-                    resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True))
-            elif tail == "/metadata":
-                served = manager.resolve(name, version, label)
-                self._send_json({
-                    "model_spec": {"name": served.name, "signature_name": "", "version": str(served.version)},
-                    "metadata": {"signature_def": json_format.MessageToDict(
-                        signature_def_map(served), preserving_proto_field_name=True)},
-                })
-            else:
-                raise invalid(f"Malformed request: GET {self.path} (use POST for {tail})")
-        except Exception as e:
-            self._error(e)
+            if method == "GET" and path.lower() == METRICS_PATH and self.metrics_enabled:
+                return 200, self.core.metrics.render().encode(), "text/plain; version=0.0.4"
+            name, version, label, tail = _route(method, path)
+            if method == "GET":
+                return 200, self._get(name, version, label, tail, path), "application/json"
+            return 200, self._post(name, version, label, tail, path, raw, call), "application/json"
+        except ServingError as e:
+            return e.http_status, _error_body(e.message), "application/json"
+        except Exception as e:  # a bug of ours: one log line, not a traceback per request
+            log.error("internal error on REST %s %s: %s: %s", method, path[:200], type(e).__name__, e)
+            log.debug("traceback", exc_info=True)
+            return 500, _error_body(f"internal error: {type(e).__name__}"), "application/json"
 
-    def do_POST(self):
-        with self.server.active_lock:
-            self.server.active += 1
+    def _get(self, name, version, label, tail, path) -> bytes:
+        manager = self.core.manager
+        if tail == "":
+            resp = status_response(manager, name, version, label)
+            return json.dumps(json_format.MessageToDict(
+                resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)).encode()
+        if tail == "/metadata":
+            served = manager.resolve(name, version, label)
+            return json.dumps({
+                "model_spec": {"name": served.name, "signature_name": "", "version": str(served.version)},
+                "metadata": {"signature_def": json_format.MessageToDict(
+                    signature_def_map(served), preserving_proto_field_name=True)},
+            }).encode()
+        raise invalid(f"Malformed request: GET {path} (use POST for {tail})")
+
+    def _post(self, name, version, label, tail, path, raw, call) -> bytes:
+        if tail in (":classify", ":regress"):
+            raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                               f"{tail[1:]} is not implemented by this server: use :predict")
+        if tail != ":predict":
+            raise invalid(f"Malformed request: POST {path}")
         try:
-            self._post()
-        finally:
-            with self.server.active_lock:
-                self.server.active -= 1
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+            log.info("REST %s: JSON parse error: %s", path[:200], str(e)[:200])
+            raise invalid(f"JSON Parse error: {str(e)[:200] or type(e).__name__}") from None
+        sig = body.get("signature_name", "") if isinstance(body, dict) else ""
+        if not isinstance(sig, str):
+            raise invalid("'signature_name' must be a string")
+        with self.core.track("rest", name, sig) as info:
+            served, key = self.core.resolve(name, version, label, sig)
+            info.update(model=served.name, signature=key)
+            inputs, row_format = parse_predict_body(body, served, key)
+            outputs = self.core.run(served, key, inputs, call=call)
+            return json.dumps(format_outputs(outputs, row_format)).encode()
 
-    def _post(self):
+
+def _error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+@tornado.web.stream_request_body
+class _Handler(tornado.web.RequestHandler):
+    """Collects a request's body within the size limit, then hands it to the pool."""
+
+    SUPPORTED_METHODS = ("GET", "POST")  # others: 405 from Tornado, answered 400 as TF Serving
+
+    def initialize(self, server):
+        self.server, self._chunks, self._size, self._call = server, [], 0, None
+        self._message, self._holding, self._gone = "", False, False
+
+    def set_default_headers(self):
+        self.clear_header("Server")  # no version banner (see BUILD.md, limits and exposure)
+
+    async def prepare(self):
+        # Tornado has already refused a non-integer or negative Content-Length (400).
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and int(declared) > self.server.max_body_bytes:
+            self._message = self._too_large(int(declared))
+            raise tornado.web.HTTPError(413)
+        if self.request.method == "POST":  # bodies held at once are bounded: wait before reading one
+            await self.server.bodies.acquire()
+            self._holding = True
+            if self._gone:  # the client left while waiting: its place goes to the next one
+                self._release()
+
+    def _release(self):
+        if self._holding:
+            self._holding = False
+            self.server.bodies.release()
+
+    def on_finish(self):
+        self._release()
+
+    def data_received(self, chunk: bytes):
+        self._size += len(chunk)
+        if self._size > self.server.max_body_bytes:  # a chunked body: no length declared
+            if not self._finished:
+                self._message = self._too_large(self._size)
+                self.send_error(413)
+            return
+        self._chunks.append(chunk)
+
+    def _too_large(self, size: int) -> str:
+        return f"request body of {size} bytes exceeds the limit of {self.server.max_body_bytes} bytes"
+
+    async def get(self):
+        await self._answer()
+
+    async def post(self):
+        await self._answer()
+
+    async def _answer(self):
+        if self._finished:  # answered 413 while the body was coming in
+            return
+        core = self.server.front.core
+        self._call = core.call(core.request_timeout)
+        raw, self._chunks = b"".join(self._chunks), []
+        status, body, ctype = await asyncio.get_running_loop().run_in_executor(
+            self.server.pool, self.server.front.handle, self.request.method, self.request.path, raw, self._call)
+        if self.request.connection.stream.closed():
+            return
+        self.set_status(status)
+        self.set_header("Content-Type", ctype)
+        self.finish(body)
+
+    def on_connection_close(self):
+        self._gone = True
+        if self._call is not None:
+            self._call.cancel("the HTTP client closed its connection")
+        self._release()
+
+    def write_error(self, status_code: int, **kwargs):
+        if status_code == 405:
+            self.set_status(400)
+            message = f"Unsupported method: {self.request.method} (use GET or POST)"
+        else:
+            message = self._message or self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(_error_body(message))
+
+    def log_exception(self, typ, value, tb):  # HTTPErrors are answers, not news
+        if not isinstance(value, tornado.web.HTTPError):
+            log.error("internal error on REST %s %s: %s: %s", self.request.method, self.request.path[:200],
+                      typ.__name__, value)
+
+class _CappedHTTPServer(tornado.httpserver.HTTPServer):
+    """Closes connections beyond ``max_connections`` at once (file descriptors are shared with gRPC)."""
+
+    max_connections = 0
+    _refused, _logged_at = 0, float("-inf")
+
+    def handle_stream(self, stream, address):
+        if len(self._connections) >= self.max_connections:  # Tornado's own set of open connections
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._logged_at >= 60:  # a flood of connections must not become a flood of log lines
+                log.warning("REST: %d connections open (the limit); closed %d new ones since the last "
+                            "report, the latest from %s", len(self._connections), self._refused, address[0])
+                self._refused, self._logged_at = 0, now
+            stream.close()
+            return
+        super().handle_stream(stream, address)
+
+
+class RestServer:
+    """The REST front end on its own event-loop thread; requests run on a bounded pool.
+
+    Args:
+      core: serving.service.InferenceCore.
+      host, port: where to listen (port 0 = a free port, see ``port``).
+      max_body_bytes: largest body accepted (413 above it, declared or chunked).
+      max_connections: open connections at most; more are closed at once.
+      idle_timeout: seconds a connection may take to send a request's headers, and may
+        stay idle between keep-alive requests, before it is closed.
+      body_timeout: seconds a request's body may take to arrive.
+      threads: requests parsed and run at once (and JSON bodies held as Python objects);
+        twice as many POST bodies may be held at once, further ones wait before being read.
+      metrics: serve ``/monitoring/prometheus/metrics``.
+    """
+
+    def __init__(self, core, host: str, port: int, max_body_bytes: int, max_connections: int,
+                 idle_timeout: float, body_timeout: float, threads: int, metrics: bool = True):
+        self.front = RestFrontEnd(core, metrics)
+        self.max_body_bytes = max_body_bytes
+        self.pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="rest")
         try:
-            try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                self.close_connection = True
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Content-Length header required") from None
-            if length < 0 or length > self.core.max_request_bytes:
-                self.close_connection = True  # the body is not read
-                raise too_large(f"request body of {length} bytes exceeds the limit of "
-                                f"{self.core.max_request_bytes} bytes")
-            raw = self.rfile.read(length)
-            name, version, label, tail = self._route()
-            if tail in (":classify", ":regress"):
-                raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                                   f"{tail[1:]} is not implemented by this server: use :predict")
-            if tail != ":predict":
-                raise invalid(f"Malformed request: POST {self.path}")
-            try:
-                body = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise invalid(f"JSON Parse error: {e}") from None
-            sig = body.get("signature_name", "") if isinstance(body, dict) else ""
-            if not isinstance(sig, str):
-                raise invalid("'signature_name' must be a string")
-            with self.core.track("rest", name, sig) as info:
-                served, key = self.core.resolve(name, version, label, sig)
-                info.update(model=served.name, signature=key)
-                inputs, row_format = parse_predict_body(body, served, key)
-                outputs = self.core.run(served, key, inputs)
-                self._send_json(format_outputs(outputs, row_format))
-        except Exception as e:
-            self._error(e)
+            self._sockets = tornado.netutil.bind_sockets(port, host, reuse_port=False)
+        except OSError as e:
+            raise ValueError(f"cannot listen for REST on {host}:{port}: {e}") from None
+        self.port = self._sockets[0].getsockname()[1]
+        self._opts = dict(idle_connection_timeout=idle_timeout, body_timeout=body_timeout,
+                          max_body_size=2 * max_body_bytes, max_buffer_size=2 * max_body_bytes)
+        self._max_connections = max_connections
+        # Bodies read or waiting for a pool thread at once: enough to keep the pool busy,
+        # few enough that max_body_bytes x this bounds the memory REST bodies take.
+        self._max_bodies = 2 * threads
+        self._loop = self._http = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="rest", daemon=True)
 
+    def start(self) -> "RestServer":
+        self._thread.start()
+        self._ready.wait()
+        return self
 
-class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+    def _serve(self):
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        app = tornado.web.Application([(r"/.*", _Handler, {"server": self})], log_function=lambda h: None)
+        self.bodies = asyncio.Semaphore(self._max_bodies)
+        self._http = _CappedHTTPServer(app, **self._opts)
+        self._http.max_connections = self._max_connections
+        self._http.add_sockets(self._sockets)
+        self._loop.call_soon(self._ready.set)
+        self._loop.run_forever()
+        self._loop.close()
 
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.active = 0  # POSTs being handled, so shutdown can let them finish
-        self.active_lock = threading.Lock()
-
-
-def make_rest_server(core, host: str, port: int) -> http.server.HTTPServer:
-    """An HTTP server bound to (host, port) (port 0 = pick a free one); not started."""
-    handler = type("Handler", (_Handler,), {"core": core})
-    return _Server((host, port), handler)
+    def stop(self, grace: float) -> None:
+        """No new connections; requests already running finish (up to ``grace`` seconds)."""
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._http.stop)
+        waiter = threading.Thread(target=self.pool.shutdown, kwargs={"wait": True}, daemon=True)
+        waiter.start()
+        waiter.join(grace)
+        future = asyncio.run_coroutine_threadsafe(self._http.close_all_connections(), self._loop)
+        try:
+            future.result(timeout=max(grace, 1.0))
+        except Exception:  # noqa: BLE001  (closing at shutdown: nothing left to answer)
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)

@@ -125,12 +125,31 @@ def array_to_proto(value) -> tensor_pb2.TensorProto:
 
 # ----------------------------------------------------------------------------- JSON
 
-def _decode_strings(name, value):
+MAX_JSON_RANK = 32  # deeper nesting is a malformed tensor, refused before any recursion over it
+
+
+def _json_shape(name: str, value) -> list:
+    """Shape of a nested-list JSON tensor, read along first elements (raggedness is found later)."""
+    shape = []
+    while isinstance(value, list):
+        if len(shape) == MAX_JSON_RANK:
+            raise invalid(f"input '{name}': nested deeper than {MAX_JSON_RANK} levels")
+        shape.append(len(value))
+        value = value[0] if value else None
+    return shape
+
+
+def _decode_strings(name, value, depth=0):
     """Nested JSON (str / {"b64": ...} / lists) -> nested bytes."""
     if isinstance(value, list):
-        return [_decode_strings(name, v) for v in value]
+        if depth == MAX_JSON_RANK:
+            raise invalid(f"input '{name}': nested deeper than {MAX_JSON_RANK} levels")
+        return [_decode_strings(name, v, depth + 1) for v in value]
     if isinstance(value, str):
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate such as "\ud800" is valid JSON, not UTF-8
+            raise invalid(f"input '{name}': string is not valid Unicode (lone surrogate)") from None
     if isinstance(value, dict):
         if set(value) != {"b64"} or not isinstance(value["b64"], str):
             raise invalid(f"input '{name}': a binary value must be {{\"b64\": \"<base64>\"}}, got keys {sorted(value)}")
@@ -141,12 +160,16 @@ def _decode_strings(name, value):
     raise invalid(f"input '{name}': expected a string, got {type(value).__name__}")
 
 
-def json_to_array(name: str, value, dtype: tf.DType) -> np.ndarray:
-    """Parses one JSON tensor for a signature input of ``dtype``.
+def json_to_array(name: str, value, dtype: tf.DType, shape: tf.TensorShape | None = None) -> np.ndarray:
+    """Parses one JSON tensor for a signature input of ``dtype`` (and ``shape``, when given).
 
     Raises INVALID_ARGUMENT for ragged lists, strings given for numbers (and the
-    reverse), and non-integral numbers given for integer inputs.
+    reverse), non-integral numbers given for integer inputs, nesting deeper than
+    MAX_JSON_RANK, and (before converting anything) a rank or size ``shape`` refuses.
     """
+    found = _json_shape(name, value)
+    if shape is not None and not shape.is_compatible_with(found):
+        raise invalid(f"input '{name}' expects shape {shape}, got {found}")
     if dtype == tf.string:
         nested = _decode_strings(name, value)
         try:
@@ -158,7 +181,7 @@ def json_to_array(name: str, value, dtype: tf.DType) -> np.ndarray:
         return arr
     try:
         arr = np.array(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # NumPy also refuses nesting deeper than its 64 dims
         raise invalid(f"input '{name}': ragged nested lists") from None
     if arr.dtype == object or arr.dtype.kind in "USV":
         raise invalid(f"input '{name}': expected {dtype.name} numbers, got non-numeric or ragged JSON")

@@ -244,9 +244,9 @@ def test_backbone_export_runs_in_the_session_based_loader(backbone_run, tmp_path
     import sys
 
     from export import signatures as S
+    from export.bundle import export_all
     from export.item_encoder import build_item_encoder
     from export.recommender import build_recommender_module
-    from tfmodels.cli.export import export_all
     from tfmodels.data.preview import png_bytes
     from tfmodels.training.recommender import load_dvbpr
 

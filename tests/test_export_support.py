@@ -89,7 +89,7 @@ def trained() -> dict:
 @functools.lru_cache(maxsize=None)
 def exported() -> dict:
     """Exports the trained pair once per process into <root>/export (version 1); returns paths."""
-    from tfmodels.cli.export import export_all
+    from export.bundle import export_all
 
     t = trained()
     base = os.path.join(t["root"], "export")

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from export import signatures as S
-from serving import testing
+import serving_fixtures as testing
 from serving.client import GrpcClient, RestClient
 from serving.errors import ServingError
 

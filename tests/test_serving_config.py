@@ -8,7 +8,7 @@ import tfmodels  # noqa: F401
 import pytest
 
 from export import signatures as S
-from serving import testing
+import serving_fixtures as testing
 from serving.config import load_batching_parameters, parse_batching_parameters, parse_model_config
 from serving.manager import ModelManager, State, wanted_versions
 
@@ -155,7 +155,7 @@ def test_warmup_requests_are_replayed_and_bad_ones_fail_the_load(tmp_path):
 
 
 def test_serving_never_imports_training_code():
-    """DESIGN.md: serving needs only the SavedModel (and the signature constants)."""
+    """Serving needs only the SavedModel (and the signature constants): no training code."""
     import ast
     import glob
 

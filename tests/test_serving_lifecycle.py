@@ -14,7 +14,8 @@ import grpc
 import pytest
 
 from export import signatures as S
-from serving import synthetic, testing
+import serving_fixtures as testing
+import serving_synthetic as synthetic
 from serving.client import GrpcClient, RestClient
 from serving.config import parse_model_config
 from serving.errors import ServingError

@@ -11,7 +11,7 @@ import tfmodels  # noqa: F401
 import numpy as np
 import pytest
 
-from serving import testing
+import serving_fixtures as testing
 from serving.batching import Batcher
 from serving.client import GrpcClient, RestClient
 from serving.config import BatchingParameters

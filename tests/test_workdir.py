@@ -32,7 +32,7 @@ def root(tmp_path_factory):
 
 @pytest.mark.slow
 def test_trained_runs_load_score_and_export_after_the_raw_data_moved(root, tmp_path):
-    from tfmodels.cli.export import export_all
+    from export.bundle import export_all
     from tfmodels.training.gan import load_gan
 
     cfg = _cfg(root)
@@ -150,3 +150,16 @@ def test_a_run_of_an_earlier_version_without_data_npz_still_loads(root, tmp_path
     assert "reading its data again" in capsys.readouterr().err
     np.testing.assert_array_equal(again.test_item, split.test_item)
     assert dataset.num_items == 96
+
+
+def test_resuming_on_other_data_is_refused_before_anything_is_overwritten(root, tmp_path):
+    cfg = _cfg(root, steps=2)
+    w = str(tmp_path / "bpr")
+    kinds.get("bpr-mf").train(cfg, w)
+    saved = open(os.path.join(w, "config.json")).read()
+    other = str(tmp_path / "other")
+    write_world(other, n_items=90)
+    cfg.data.data_dir = other  # data.data_dir may change (the data moved), the items may not
+    with pytest.raises(ValueError, match="trained on other data.*96 items"):
+        kinds.get("bpr-mf").train(cfg, w)
+    assert open(os.path.join(w, "config.json")).read() == saved

@@ -6,7 +6,7 @@ import pytest
 import tfmodels  # noqa: F401  (sets tf-keras before TensorFlow)
 import tensorflow as tf
 
-from tfmodels import config
+from tfmodels import config, evaluation
 from tfmodels.data import garments, simulated
 from tfmodels.data.dataset import ImageSource
 from tfmodels.data.splits import leave_one_out
@@ -104,7 +104,7 @@ def test_oracle_auc_well_above_chance_on_tiny_world(world):
     ds, _ = world
     split = leave_one_out(ds)
     imgs = ds.images.render(np.arange(ds.num_items), 32)
-    out = simulated.oracle_auc(ds, split, imgs)
+    out = evaluation.oracle_auc(ds, split, imgs)
     assert out["users"] == ds.num_users
     assert out["auc_all"] > 0.7, out
 

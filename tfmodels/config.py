@@ -148,6 +148,17 @@ class GanConfig:
     """Global batch size of real images."""
     sample_every: int = 1000
     """Per-category image grid to TensorBoard every this many steps."""
+    d_learning_rate: float = 0.0
+    """The discriminator's Adam learning rate (0 = gan.learning_rate; another value is a two-timescale update)."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the generator's weights, w_ema <- d w_ema + (1 - d) w after
+    every step (0 = off; e.g. 0.999). When on, the averaged generator is the one sampling, design and export
+    use; it costs one weight update per step and usually removes most high-frequency speckle."""
+    augment: str = ""
+    """Differentiable augmentation of real and generated images before D (DiffAugment; the small-data remedy):
+    comma-separated of translation, color, cutout (empty = none)."""
+    r1: float = 0.0
+    """gamma of the R1 penalty gamma / 2 * ||grad_x D(x, c)||^2 on real images in D's loss (0 = off)."""
     grey: bool = False
     """Generate grey images: the generator's last layer gives one channel, repeated as R, G and B.
     For grey catalogues such as Fashion-MNIST, where three free channels only add colour noise

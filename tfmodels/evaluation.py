@@ -71,7 +71,7 @@ from typing import Callable
 
 import numpy as np
 
-from tfmodels.data.dataset import Split
+from tfmodels.data.dataset import Dataset, Split
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
@@ -317,3 +317,30 @@ def evaluate_workdir(workdir: str, which: str = "test", best: bool = True, sampl
     result.update(split=which, checkpoint="best" if best else "last", workdir=workdir,
                   seconds=round(time.time() - start, 2))
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}
+
+
+def oracle_auc(dataset: Dataset, split, images, which: str = "test") -> dict:
+    """AUC of the true scores on the held-out items (the ceiling for any recommender).
+
+    Args:
+      dataset: a Dataset from ``tfmodels.data.simulated.build_world`` (needs ``extra["users"]``).
+      split: its leave-one-out Split.
+      images: uint8 [num_items, R, R, 3] catalogue images (any R >= 8).
+      which: "test" or "val".
+
+    Returns:
+      The metrics dict of ``evaluate_split`` (auc_all,
+      auc_cold, auc_cold_vs_cold, sampled AUCs, recall/NDCG, users, ...) for a
+      scorer that returns the true scores; plus ``resolution``.
+    """
+    users = dataset.extra.get("users")
+    from tfmodels.data.simulated import SimulatedUsers
+
+    if not isinstance(users, SimulatedUsers):
+        raise ValueError(f"oracle_auc: dataset {dataset.name!r} has no simulated users (extra['users'])")
+    if len(images) != dataset.num_items:
+        raise ValueError(f"oracle_auc: {len(images)} images for {dataset.num_items} items")
+    scores = users.score_matrix(images)
+    out = evaluate_split(lambda u: scores[np.asarray(u)], split, which=which)
+    out["resolution"] = int(np.shape(images)[1])
+    return out

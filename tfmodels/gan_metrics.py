@@ -77,6 +77,36 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     return frechet_distance_from_stats(*feature_statistics(features_a), *feature_statistics(features_b))
 
 
+def real_vs_real_floor(features: np.ndarray, seed: int = 0) -> dict:
+    """The Frechet distance between two disjoint random halves of the real images' features.
+
+    What a perfect generator would score against real images with samples of this
+    size (the estimate's own bias and noise), so a generator's distance reads as a
+    multiple of it. Returns {"frechet": float, "halves": (indices_a, indices_b)}.
+    """
+    n = len(features)
+    if n < 4:
+        raise ValueError(f"real_vs_real_floor: need at least 4 real images, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    a, b = np.sort(order[:n // 2]), np.sort(order[n // 2:2 * (n // 2)])
+    return {"frechet": frechet_distance(features[a], features[b]), "halves": (a, b)}
+
+
+def diversity(features: np.ndarray) -> float:
+    """Mean pairwise Euclidean distance between the rows of ``features`` [N, F] (N >= 2).
+
+    Of designs for one user beside that of real items: a search that collapses to one
+    image scores near 0.
+    """
+    x = np.asarray(features, np.float64)
+    if len(x) < 2:
+        raise ValueError(f"diversity: need at least 2 feature rows, got {len(x)}")
+    sq = np.sum(x * x, axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
+    iu = np.triu_indices(len(x), k=1)
+    return float(np.mean(np.sqrt(d2[iu])))
+
+
 def frechet_distance_per_category(features_a, categories_a, features_b, categories_b,
                                   min_count: int = 2) -> dict[int, float]:
     """{category: Frechet distance} over categories with at least ``min_count`` samples on both sides."""

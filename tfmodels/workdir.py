@@ -180,6 +180,7 @@ def save_data(workdir: str, dataset, split=None, images=None) -> str:
     Raises:
       ValueError: when ``W/data.npz`` exists and records other items or users.
     """
+    os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, DATA)
     arrays = {"item_ids": np.asarray(dataset.item_ids).astype(str), "user_ids": np.asarray(dataset.user_ids).astype(str),
               "categories": np.asarray(dataset.categories, np.int32),

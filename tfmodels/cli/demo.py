@@ -32,7 +32,6 @@ Per-stage wall and CPU seconds go to OUT/timings.json and the report.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -352,7 +351,7 @@ def run(args) -> int:
     runner.add(Stage("contact sheet", ["data", "preview"] + data + preset + _sets(common) + ["--out", sheet],
                      lambda: os.path.exists(sheet)))
     # Longest first, so two job slots finish together.
-    order = ["dvbpr", "gan", "classifier", "vbpr", "bpr-mf", "pop"]
+    order = sorted(KINDS, key=lambda k: -STAGE_SHARES.get(k, 0.0))
     for kind in order:
         # The user's --set comes last, so it wins over the demo's sizing.
         extra = list(sizing[kind])
@@ -390,7 +389,7 @@ def run(args) -> int:
         runner.wait("contact sheet")
         # Evaluate each recommender as soon as it is trained (while the others still train).
         # In the order they usually finish (DVBPR takes longest).
-        for kind in ("vbpr", "bpr-mf", "pop", "dvbpr"):
+        for kind in [k for k in reversed(order) if k in RECOMMENDERS]:
             runner.wait(f"train {kind}")
             results["eval"][kind] = _evaluate(kind, runs[kind], out, timings)
         runner.wait("train classifier")
@@ -460,13 +459,13 @@ def _evaluate(kind: str, workdir: str, out: str, timings: dict) -> dict:
 
 
 def _oracle(dvbpr_workdir: str, out: str, timings: dict):
-    """Test AUC of the simulated users' true scores (tfmodels.data.simulated.oracle_auc)."""
+    """Test AUC of the simulated users' true scores (tfmodels.evaluation.oracle_auc)."""
     path = os.path.join(out, "eval", "oracle.json")
     if os.path.exists(path):
         return _load_json(path)
     import math
 
-    from tfmodels.data.simulated import oracle_auc
+    from tfmodels.evaluation import oracle_auc
 
     from tfmodels import workdir as workdir_lib
 
@@ -551,14 +550,6 @@ def _serve_and_call(args, out: str, runs: dict, models_config: str, timings: dic
     return report
 
 
-def _png(image) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _pick_users(split, n: int, seed: int = 0):
     import numpy as np
 
@@ -578,6 +569,7 @@ def _shop_calls(target: str, out: str, runs: dict, args) -> dict:
     from export import signatures as S
     from serving.client import GrpcClient
     from tfmodels import report as rep
+    from tfmodels.data.preview import png_bytes
 
     from tfmodels import workdir as workdir_lib
 
@@ -645,7 +637,7 @@ def _shop_calls(target: str, out: str, runs: dict, args) -> dict:
             real_scores = np.asarray(real.score)
             proto = int(hist[0])
             pcat = int(cats[proto]) if cats[proto] >= 0 else fav
-            mod, _ = timed("modify", lambda: client.modify([uid], [_png(np.asarray(images[proto]))], [names[pcat]],
+            mod, _ = timed("modify", lambda: client.modify([uid], [png_bytes(images[proto])], [names[pcat]],
                                                           steps=design_steps, eta=1.0),
                            user=uid, item=item_ids[proto], steps=design_steps)
             entry = {"user": uid, "history": [item_ids[i] for i in hist], "recommended": rec_ids,
@@ -853,7 +845,7 @@ def _write_report(out: str, args, runner: Runner, results: dict, timings: dict, 
     if oracle:
         w = runs["dvbpr"]
         lines += ["- oracle AUC (the dvbpr run's world, split and images): `python -c \"import json, tfmodels; "
-                  "from tfmodels import workdir as W; from tfmodels.data.simulated import oracle_auc; "
+                  "from tfmodels import workdir as W; from tfmodels.evaluation import oracle_auc; "
                   f"d, s = W.load_data('{w}'); print(json.dumps(oracle_auc(d, s, W.image_array('{w}'))))\"`"]
     srv_cmd = (serving.get("server") or {}).get("command") if serving else None
     lines += [f"- serve: `{srv_cmd or 'tfmodels serve --model-config ' + os.path.join(out, 'export', 'models.config')}`"

@@ -67,7 +67,7 @@ gaps of 1 + Geometric(1/7)), so the held-out last item of a leave-one-out
 split is an ordinary draw from the same distribution, not the least liked one.
 
 The oracle ranks items by true_score, i.e. by each user's purchase
-probability; its AUC on the held-out items (:func:`oracle_auc`) is the ceiling a
+probability; its AUC on the held-out items (``tfmodels.evaluation.oracle_auc``) is the ceiling a
 recommender can reach in expectation.
 
 Where code runs: features, scores and sampling are host NumPy; ``true_score_tf``
@@ -607,33 +607,3 @@ def build_world(cfg, images: ImageSource | None = None, categories=None, categor
         name=ds_name, item_ids=ids, images=source, categories=cats, category_names=names,
         user_ids=np.array([f"sim{u:05d}" for u in range(w.num_users)]),
         inter_user=inter_user, inter_item=inter_item, inter_time=inter_time, extra=extra)
-
-
-# --------------------------------------------------------------------------- oracle
-
-
-def oracle_auc(dataset: Dataset, split, images, which: str = "test") -> dict:
-    """AUC of the true scores on the held-out items (the ceiling for any recommender).
-
-    Args:
-      dataset: a Dataset from :func:`build_world` (needs ``extra["users"]``).
-      split: its leave-one-out Split.
-      images: uint8 [num_items, R, R, 3] catalogue images (any R >= 8).
-      which: "test" or "val".
-
-    Returns:
-      The metrics dict of ``tfmodels.evaluation.evaluate_split`` (auc_all,
-      auc_cold, auc_cold_vs_cold, sampled AUCs, recall/NDCG, users, ...) for a
-      scorer that returns the true scores; plus ``resolution``.
-    """
-    users = dataset.extra.get("users")
-    if not isinstance(users, SimulatedUsers):
-        raise ValueError(f"oracle_auc: dataset {dataset.name!r} has no simulated users (extra['users'])")
-    if len(images) != dataset.num_items:
-        raise ValueError(f"oracle_auc: {len(images)} images for {dataset.num_items} items")
-    from tfmodels.evaluation import evaluate_split
-
-    scores = users.score_matrix(images)
-    out = evaluate_split(lambda u: scores[np.asarray(u)], split, which=which)
-    out["resolution"] = int(np.shape(images)[1])
-    return out

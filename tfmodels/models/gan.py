@@ -40,10 +40,6 @@ import math
 
 import tensorflow as tf
 
-# Re-exported for tfmodels.training.gan, which still calls gan_lib.to_uint8; the pixel
-# convention itself lives in tfmodels.data.images. Delete once that caller imports it from there.
-from tfmodels.data.images import to_uint8  # noqa: F401
-
 LOSSES = ("lsgan", "nonsaturating")
 
 
@@ -149,10 +145,67 @@ def build_gan(gan_cfg, num_categories: int) -> tuple[tf.keras.Model, tf.keras.Mo
     """Builds (generator, discriminator) from a ``GanConfig``."""
     if gan_cfg.loss not in LOSSES:
         raise ValueError(f"gan.loss={gan_cfg.loss!r}: choose one of {LOSSES}")
+    parse_augment(gan_cfg.augment)
+    if not 0.0 <= gan_cfg.ema < 1.0:
+        raise ValueError(f"gan.ema={gan_cfg.ema}: the decay must be in [0, 1) (0 = off, e.g. 0.999)")
+    if gan_cfg.r1 < 0 or gan_cfg.d_learning_rate < 0:
+        raise ValueError(f"gan.r1={gan_cfg.r1}, gan.d_learning_rate={gan_cfg.d_learning_rate}: must be >= 0")
     g = build_generator(gan_cfg.noise_dim, num_categories, gan_cfg.resolution, gan_cfg.base_channels,
                         grey=gan_cfg.grey)
     d = build_discriminator(num_categories, gan_cfg.resolution, gan_cfg.base_channels)
     return g, d
+
+
+AUGMENTS = ("translation", "color", "cutout")
+"""The policies of ``diff_augment`` (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN
+Training"), applied in this order."""
+
+
+def parse_augment(policy: str) -> tuple[str, ...]:
+    """``gan.augment`` ("translation,color", or "") -> the policy names, checked."""
+    names = tuple(p.strip() for p in policy.split(",") if p.strip())
+    unknown = [n for n in names if n not in AUGMENTS]
+    if unknown:
+        raise ValueError(f"gan.augment={policy!r}: unknown {unknown}; choose from {', '.join(AUGMENTS)}")
+    return names
+
+
+def diff_augment(x: tf.Tensor, policy, seed=None) -> tf.Tensor:
+    """Random, differentiable augmentation of images float [B, H, W, 3] in [-1, 1], one draw per image.
+
+    color: brightness +U(-0.5, 0.5), saturation x U(0, 2), contrast x U(0.5, 1.5) (on [0, 1] pixels, as in
+    the paper's code); translation: shifted by up to 1/8 of the side, the border filled with -1 (black);
+    cutout: a square of half the side set to 0 (mid grey) at a random place. Gradients flow to ``x``
+    through every op, so G learns from D's view of augmented fakes.
+    """
+    names = parse_augment(policy) if isinstance(policy, str) else tuple(policy)
+    if not names:
+        return x
+    b, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+    if "color" in names:
+        y = (x + 1.0) / 2.0
+        y = y + tf.random.uniform([b, 1, 1, 1]) - 0.5
+        mean = tf.reduce_mean(y, axis=3, keepdims=True)
+        y = (y - mean) * tf.random.uniform([b, 1, 1, 1], 0.0, 2.0) + mean
+        mean = tf.reduce_mean(y, axis=[1, 2, 3], keepdims=True)
+        y = (y - mean) * tf.random.uniform([b, 1, 1, 1], 0.5, 1.5) + mean
+        x = y * 2.0 - 1.0
+    if "translation" in names:
+        pad = tf.maximum(h // 8, 1)
+        shift = tf.random.uniform([b, 2], -pad, pad + 1, dtype=tf.int32)
+        padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=-1.0)
+        rows = tf.range(h)[None, :] + pad - shift[:, :1]   # [b, h]: source row of each output row
+        cols = tf.range(w)[None, :] + pad - shift[:, 1:]
+        x = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+    if "cutout" in names:
+        size_h, size_w = h // 2, w // 2
+        cy = tf.random.uniform([b, 1, 1], 0, h, dtype=tf.int32)
+        cx = tf.random.uniform([b, 1, 1], 0, w, dtype=tf.int32)
+        yy = tf.range(h)[None, :, None]
+        xx = tf.range(w)[None, None, :]
+        inside = (tf.abs(yy - cy) < (size_h + 1) // 2) & (tf.abs(xx - cx) < (size_w + 1) // 2)
+        x = x * tf.cast(~inside, x.dtype)[..., None]
+    return x
 
 
 def onehot(category, num_categories: int) -> tf.Tensor:

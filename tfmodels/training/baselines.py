@@ -154,8 +154,8 @@ def _start(cfg, workdir, kind, dataset, split):
     workdir_lib.check_resumable(cfg, workdir, kinds.get(kind).resume_keys)
     if split is None:
         dataset, split = load_for_training(cfg)
+    workdir_lib.save_data(workdir, dataset, split)  # refuses other data before config.json changes
     workdir_lib.save_config(cfg, workdir)
-    workdir_lib.save_data(workdir, dataset, split)
     print(f"[{kind}] workdir {workdir}", flush=True)
     return strategy, dataset, split
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tfmodels import kinds
 from tfmodels import workdir as workdir_lib
-from tfmodels.data.images import load_images, to_model_input
+from tfmodels.data.images import embed_in_batches, load_images, to_model_input
 from tfmodels.data.sampler import labelled_image_batches
 from tfmodels.models import towers
 from tfmodels.models.classifier import CategoryClassifier, cross_entropy_per_example
@@ -105,7 +105,7 @@ class ClassifierTask(loop.Task):
         return strategy.distribute_datasets_from_function(fn)
 
     def evaluate(self, step):
-        logits = predict_in_batches(self.model, self.images, self.val_items)
+        logits = embed_in_batches(self.model, self.images, items=self.val_items)
         acc = float(np.mean(np.argmax(logits, -1) == self.categories[self.val_items]))
         return {"accuracy": acc, "val_items": int(len(self.val_items)),
                 "chance": float(np.max(np.bincount(self.categories[self.val_items])) / len(self.val_items))}
@@ -115,16 +115,6 @@ class ClassifierTask(loop.Task):
                 "resolution": int(self.images.shape[1]),
                 "feature_layer": towers.get(self.cfg.model.tower).feature_layer,
                 "train_items": int(len(self.train_items)), "val_items": int(len(self.val_items))}
-
-
-def predict_in_batches(fn, images, items=None, batch_size=256) -> np.ndarray:
-    """Applies ``fn`` (float images in [-1, 1] -> [b, d]) to uint8 images in batches; returns [n, d]."""
-    items = np.arange(len(images)) if items is None else np.asarray(items)
-    call = tf.function(lambda x: fn(to_model_input(x), training=False)) if isinstance(fn, tf.keras.Model) \
-        else tf.function(lambda x: fn(to_model_input(x)))
-    out = [call(tf.constant(np.asarray(images[items[s:s + batch_size]]))).numpy()
-           for s in range(0, len(items), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def train_classifier(cfg, workdir: str, dataset=None) -> dict:
@@ -168,7 +158,7 @@ def classifier_features(classifier_workdir: str, dataset, cache_dir: str = "", b
     model, ccfg = load_classifier(classifier_workdir, best)
     images = load_images(dataset, model.resolution, cache_dir=cache_dir or ccfg.data.cache_dir,
                          skip_bad=ccfg.data.skip_bad_images)
-    feats = predict_in_batches(lambda x: model.features(x), images)
+    feats = embed_in_batches(model.features, images)
     return _unit_mean_norm(feats, f"classifier {classifier_workdir}")
 
 
@@ -194,7 +184,7 @@ def imagenet_features(spec: str, dataset, cache_dir: str = "", resolution: int =
     side = int(side) if side else resolution
     backbone = towers.pretrained_backbone(name, side)
     images = load_images(dataset, side, cache_dir=cache_dir, skip_bad=skip_bad)
-    return _unit_mean_norm(predict_in_batches(backbone, images), f"{IMAGENET_PREFIX}{spec}")
+    return _unit_mean_norm(embed_in_batches(backbone, images), f"{IMAGENET_PREFIX}{spec}")
 
 
 def frozen_features(source: str, dataset, cfg) -> np.ndarray:

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from tfmodels import kinds
 from tfmodels import workdir as workdir_lib
-from tfmodels.data.images import to_model_input
+from tfmodels.data.images import to_model_input, to_uint8
 from tfmodels.data.sampler import labelled_image_batches
 from tfmodels.models import gan as gan_lib
 from tfmodels.training import loop as loop_lib
@@ -39,7 +39,8 @@ GRID_COLUMNS = 8
 
 
 def gan_train_step(generator, discriminator, g_opt, d_opt, images_uint8, categories, *,
-                   noise_dim: int, num_categories: int, loss: str, global_batch_size) -> dict:
+                   noise_dim: int, num_categories: int, loss: str, global_batch_size, augment=(),
+                   r1: float = 0.0) -> dict:
     """One D update then one G update on a per-replica batch (replica context).
 
     Args:
@@ -47,29 +48,41 @@ def gan_train_step(generator, discriminator, g_opt, d_opt, images_uint8, categor
       categories: int32 [b] their category indices (the fakes use the same categories).
       global_batch_size: the batch size summed over replicas (tensor or int), for
         ``tf.nn.compute_average_loss``.
+      augment: ``gan.augment`` policies: D sees ``diff_augment`` of every real and fake image, in
+        both updates (so G is trained through the same augmentation).
+      r1: gamma of the R1 penalty gamma / 2 * ||grad_x D(x, c)||^2 on the real images D sees.
 
     Returns:
       dict of per-replica scalars: d_loss, g_loss (global-batch averages, to be
-      summed over replicas), d_real, d_fake (D's mean score on real / fake, for logging).
+      summed over replicas), d_real, d_fake (D's mean score on real / fake, for logging)
+      and, with r1 > 0, r1_penalty.
     """
-    real = to_model_input(images_uint8)
+    real = gan_lib.diff_augment(to_model_input(images_uint8), augment)
     c = gan_lib.onehot(categories, num_categories)
     b = tf.shape(real)[0]
 
     z = tf.random.normal([b, noise_dim])
     with tf.GradientTape() as tape:
-        fake = generator([z, c], training=True)
-        d_real = discriminator([real, c], training=True)
+        fake = gan_lib.diff_augment(generator([z, c], training=True), augment)
+        with tf.GradientTape() as r1_tape:
+            r1_tape.watch(real)
+            d_real = discriminator([real, c], training=True)
+            d_real_sum = tf.reduce_sum(d_real)  # on the tape: R1 differentiates it w.r.t. the pixels
+        penalty = tf.zeros([b])
+        if r1 > 0:
+            grad_real = r1_tape.gradient(d_real_sum, real)
+            penalty = 0.5 * r1 * tf.reduce_sum(tf.square(grad_real), axis=[1, 2, 3])
         d_fake = discriminator([fake, c], training=True)
         d_loss = tf.nn.compute_average_loss(
-            gan_lib.discriminator_loss_per_example(d_real, d_fake, loss), global_batch_size=global_batch_size)
+            gan_lib.discriminator_loss_per_example(d_real, d_fake, loss) + penalty,
+            global_batch_size=global_batch_size)
     grads = tape.gradient(d_loss, discriminator.trainable_variables)
     d_opt.apply_gradients(zip(grads, discriminator.trainable_variables))
 
     z = tf.random.normal([b, noise_dim])
     with tf.GradientTape() as tape:
         fake = generator([z, c], training=True)
-        g_fake = discriminator([fake, c], training=True)
+        g_fake = discriminator([gan_lib.diff_augment(fake, augment), c], training=True)
         g_loss = tf.nn.compute_average_loss(
             gan_lib.generator_loss_per_example(g_fake, loss), global_batch_size=global_batch_size)
     grads = tape.gradient(g_loss, generator.trainable_variables)
@@ -77,8 +90,27 @@ def gan_train_step(generator, discriminator, g_opt, d_opt, images_uint8, categor
 
     # Means weighted so that summing over replicas gives the global mean, like the losses.
     weight = tf.cast(b, tf.float32) / tf.cast(global_batch_size, tf.float32)
-    return {"d_loss": d_loss, "g_loss": g_loss,
-            "d_real": tf.reduce_mean(d_real) * weight, "d_fake": tf.reduce_mean(d_fake) * weight}
+    out = {"d_loss": d_loss, "g_loss": g_loss,
+           "d_real": tf.reduce_mean(d_real) * weight, "d_fake": tf.reduce_mean(d_fake) * weight}
+    if r1 > 0:
+        out["r1_penalty"] = tf.reduce_mean(penalty) * weight
+    return out
+
+
+def update_ema(ema_model: tf.keras.Model, model: tf.keras.Model, decay: float) -> None:
+    """w_ema <- decay * w_ema + (1 - decay) * w for every weight (batch-norm statistics included).
+
+    Replica context: the update runs once, in cross-replica context (``merge_call``), on
+    every copy of the mirrored variables; under the default strategy it is a plain assign.
+    """
+    pairs = list(zip(ema_model.weights, model.weights))
+
+    def update(strategy):
+        for ema_var, var in pairs:
+            strategy.extended.update(ema_var, lambda e, w: e.assign(decay * e + (1.0 - decay) * w),
+                                     args=(var,), group=False)
+
+    tf.distribute.get_replica_context().merge_call(update)
 
 
 def real_image_dataset(images: np.ndarray, categories: np.ndarray, batch_size: int, seed: int = 0) -> tf.data.Dataset:
@@ -106,7 +138,7 @@ def sample_grid(generator, num_categories: int, noise: np.ndarray) -> np.ndarray
     cols = len(noise)
     z = np.tile(noise, (num_categories, 1))
     c = gan_lib.onehot(np.repeat(np.arange(num_categories), cols), num_categories)
-    images = gan_lib.to_uint8(generator([z, c], training=False)).numpy()
+    images = to_uint8(generator([z, c], training=False)).numpy()
     return images.reshape(num_categories, cols, *images.shape[1:])
 
 
@@ -123,7 +155,7 @@ def load_gan(workdir: str):
 
     Returns:
       (generator, discriminator, cfg, meta): Keras models with the latest
-      checkpoint's weights, the run's ``Config`` and ``model.json`` (which has
+      checkpoint's weights (the generator's moving average when ``gan.ema`` > 0), the run's ``Config`` and ``model.json`` (which has
       ``category_names``, ``num_categories``, ``resolution``, ``noise_dim``, ``loss``, ``step``).
 
     Raises:
@@ -135,7 +167,9 @@ def load_gan(workdir: str):
     latest = workdir_lib.latest_checkpoint(workdir)
     if latest is None:
         raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'ckpt')}")
-    ckpt = tf.train.Checkpoint(generator=generator, discriminator=discriminator)
+    # With gan.ema the averaged generator is the one to use (sampling, design, export).
+    generator_key = "generator_ema" if cfg.gan.ema > 0 else "generator"
+    ckpt = tf.train.Checkpoint(**{generator_key: generator, "discriminator": discriminator})
     ckpt.read(latest).expect_partial()
     return generator, discriminator, cfg, meta
 
@@ -177,13 +211,26 @@ class GanTask(loop_lib.Task):
                              f"{self.num_categories}")
 
     def build(self, strategy):
-        self.generator, self.discriminator = gan_lib.build_gan(self.gan_cfg, self.num_categories)
-        self.g_optimizer = loop_lib.build_optimizer(self.gan_cfg.learning_rate, beta_1=self.gan_cfg.beta1)
-        self.d_optimizer = loop_lib.build_optimizer(self.gan_cfg.learning_rate, beta_1=self.gan_cfg.beta1)
+        g = self.gan_cfg
+        self.generator, self.discriminator = gan_lib.build_gan(g, self.num_categories)
+        self.generator_ema = gan_lib.build_gan(g, self.num_categories)[0] if g.ema > 0 else None
+        self.g_optimizer = loop_lib.build_optimizer(g.learning_rate, beta_1=g.beta1)
+        self.d_optimizer = loop_lib.build_optimizer(g.d_learning_rate or g.learning_rate, beta_1=g.beta1)
+
+    def initialize(self):
+        if self.generator_ema is not None:  # the average starts at the initial weights
+            self.generator_ema.set_weights(self.generator.get_weights())
 
     def checkpoint_items(self):
-        return {"generator": self.generator, "discriminator": self.discriminator,
-                "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+        items = {"generator": self.generator, "discriminator": self.discriminator,
+                 "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+        if self.generator_ema is not None:
+            items["generator_ema"] = self.generator_ema
+        return items
+
+    def sampler(self) -> tf.keras.Model:
+        """The generator that samples, designs and is exported: the moving average when gan.ema > 0."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
 
     def make_dataset(self, strategy, start_step):
         global_batch = self.gan_cfg.batch_size
@@ -199,16 +246,20 @@ class GanTask(loop_lib.Task):
     def train_step(self, batch):
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         global_batch = tf.shape(batch["images"])[0] * replicas
-        return gan_train_step(self.generator, self.discriminator, self.g_optimizer, self.d_optimizer,
-                              batch["images"], batch["category"], noise_dim=self.gan_cfg.noise_dim,
-                              num_categories=self.num_categories, loss=self.gan_cfg.loss,
-                              global_batch_size=global_batch)
+        out = gan_train_step(self.generator, self.discriminator, self.g_optimizer, self.d_optimizer,
+                             batch["images"], batch["category"], noise_dim=self.gan_cfg.noise_dim,
+                             num_categories=self.num_categories, loss=self.gan_cfg.loss,
+                             global_batch_size=global_batch, augment=gan_lib.parse_augment(self.gan_cfg.augment),
+                             r1=self.gan_cfg.r1)
+        if self.generator_ema is not None:
+            update_ema(self.generator_ema, self.generator, self.gan_cfg.ema)
+        return out
 
     def write_summaries(self, step):
         every = self.gan_cfg.sample_every
         if every <= 0 or step % every:
             return
-        rows = sample_grid(self.generator, self.num_categories, self.noise)
+        rows = sample_grid(self.sampler(), self.num_categories, self.noise)
         labels = [self.category_names[i] if j == 0 else "" for i in range(rows.shape[0]) for j in range(rows.shape[1])]
         grid = grid_image(rows, labels)
         tf.summary.image("samples/per_category", grid[None], step=step)
@@ -220,7 +271,7 @@ class GanTask(loop_lib.Task):
     def model_info(self):
         return {"num_categories": self.num_categories, "category_names": self.category_names,
                 "resolution": self.gan_cfg.resolution, "noise_dim": self.gan_cfg.noise_dim,
-                "loss": self.gan_cfg.loss, "dataset": self.dataset_name,
+                "loss": self.gan_cfg.loss, "dataset": self.dataset_name, "ema": self.gan_cfg.ema,
                 "grid_rows": "categories in order of category_names; columns share fixed noise"}
 
 

@@ -33,7 +33,7 @@ import tensorflow as tf
 from tfmodels import files, kinds
 from tfmodels import workdir as workdir_lib
 from tfmodels.data import images as images_lib
-from tfmodels.data.images import to_model_input
+from tfmodels.data.images import embed_in_batches, resize_to, to_model_input, to_uint8
 from tfmodels.models import towers
 from tfmodels.models.dvbpr import DVBPR, build_dvbpr, dvbpr_loss_per_example, bpr_loss_per_example
 from tfmodels.training import loop
@@ -65,14 +65,7 @@ def load_data(cfg):
 
 def embed_items(model: DVBPR, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Phi(X_i) for every item: float32 [N, K], in batches (inference mode, host)."""
-    @tf.function(input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.uint8)])
-    def embed(batch):
-        return model.item_embeddings(to_model_input(batch), training=False)
-
-    out = np.empty((len(images), model.embedding_dim), np.float32)
-    for start in range(0, len(images), batch_size):
-        out[start:start + batch_size] = embed(np.asarray(images[start:start + batch_size])).numpy()
-    return out
+    return embed_in_batches(model.item_embeddings, images, batch_size).astype(np.float32)
 
 
 def build_scorer(model: DVBPR, images: np.ndarray, batch_size: int = 256):
@@ -237,8 +230,9 @@ def write_projector(workdir: str, model: DVBPR, dataset, images: np.ndarray,
     ``metadata.tsv`` (item id, category) and ``sprite.png`` (thumbnails in a
     square grid). Returns the folder.
     """
-    from PIL import Image
     from tensorboard.plugins import projector
+
+    from tfmodels.data.preview import save_png
 
     logdir = os.path.join(workdir, "tb")
     os.makedirs(logdir, exist_ok=True)
@@ -246,15 +240,13 @@ def write_projector(workdir: str, model: DVBPR, dataset, images: np.ndarray,
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(n, size=min(n, max_items), replace=False))
     emb = embed_items(model, images[idx] if len(idx) < n else images)
-    thumbs = tf.image.resize(np.asarray(images[idx]), (thumb, thumb), method="area", antialias=True)
-    thumbs = tf.cast(tf.clip_by_value(tf.round(thumbs), 0, 255), tf.uint8).numpy()
+    thumbs = np.asarray(to_uint8(resize_to(to_model_input(np.asarray(images[idx])), thumb)))
     side = int(np.ceil(np.sqrt(len(idx))))
     sprite = np.full((side * thumb, side * thumb, 3), 255, np.uint8)
     for k, img in enumerate(thumbs):
         r, c = divmod(k, side)
         sprite[r * thumb:(r + 1) * thumb, c * thumb:(c + 1) * thumb] = img
-    with files.replacing(os.path.join(logdir, "sprite.png")) as tmp:
-        Image.fromarray(sprite).save(tmp, format="PNG")
+    save_png(sprite, os.path.join(logdir, "sprite.png"))
 
     names = dataset.category_names
     rows = ["item_id\tcategory\n"]
@@ -286,8 +278,8 @@ def train_dvbpr_on(cfg, workdir: str, dataset, split, images, strategy=None, eva
     """Trains DVBPR on given data (resuming from ``W/ckpt``); returns ``loop.run``'s summary."""
     strategy = strategy or build_strategy(cfg.train.strategy)
     workdir_lib.check_resumable(cfg, workdir, kinds.get(KIND).resume_keys)
+    workdir_lib.save_data(workdir, dataset, split, images)  # refuses other data before config.json changes
     workdir_lib.save_config(cfg, workdir)
-    workdir_lib.save_data(workdir, dataset, split, images)
     task = DVBPRTask(cfg, dataset, split, images, evaluate_fn=evaluate_fn)
     result = loop.run(task, cfg.train, workdir, strategy)
     result["task"] = task

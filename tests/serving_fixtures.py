@@ -1,4 +1,4 @@
-"""Helpers for tests and benchmarks: synthetic exports and servers on free ports.
+"""Test scaffolding: synthetic exports and servers on free ports (tests and benchmarks).
 
 ``fixture_models()`` exports the synthetic recommender and designer once per
 process; ``start_server(kind, ...)`` runs either the embedded server in-process
@@ -32,7 +32,7 @@ def free_port() -> int:
 @functools.lru_cache(maxsize=None)
 def fixture_models() -> str:
     """Export base with recommender/1 and designer/1 (synthetic), made once per process."""
-    from serving import synthetic
+    import serving_synthetic as synthetic
 
     base = tempfile.mkdtemp(prefix="tfmodels-serving-")
     atexit.register(shutil.rmtree, base, ignore_errors=True)
@@ -48,7 +48,7 @@ def copy_models(dst: str) -> str:
 
 
 def models_config(base: str, path: str | None = None, **kw) -> str:
-    from serving import synthetic
+    import serving_synthetic as synthetic
 
     path = path or os.path.join(base, "models.config")
     names = [n for n in (S.RECOMMENDER, S.DESIGNER, S.ITEM_ENCODER) if os.path.isdir(os.path.join(base, n))]
@@ -125,3 +125,14 @@ def png_bytes(seed: int = 0, size: int = 12) -> bytes:
 
     rng = np.random.default_rng(seed)
     return tf.io.encode_png(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).numpy()
+
+
+def png_claiming(height: int, width: int) -> bytes:
+    """A PNG signature + IHDR claiming height x width, then a truncated IDAT: a few dozen bytes
+    (a decompression bomb's header without the bomb)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00\x00\x10\x00IDAT" + b"\x78\x9c" + b"\x00" * 16

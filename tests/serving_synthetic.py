@@ -25,6 +25,7 @@ import tensorflow as tf
 
 
 from export import signatures as S
+from export.recommender import decode_images, to_model_input
 
 IMAGE_SIZE = 16  # designer output side
 CATEGORY_NAMES = ("top", "trousers", "bag")  # the synthetic designer's categories
@@ -49,13 +50,9 @@ def _write(module, base: str, name: str, version: int, signatures: dict) -> str:
 
 
 def _image_features(image_bytes):
-    """string [B] -> float [B, 48]: decode, resize to 4x4, scale to [-1, 1]."""
-    def one(b):
-        img = tf.io.decode_image(b, channels=3, expand_animations=False)
-        img = tf.image.resize(tf.cast(img, tf.float32), [_POOL, _POOL], method="area")
-        return tf.reshape(img / 127.5 - 1.0, [_POOL * _POOL * 3])
-
-    return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([_POOL * _POOL * 3], tf.float32))
+    """string [B] -> float [B, 48]: the exported models' decoding (header checked against
+    S.MAX_IMAGE_PIXELS first), squared to 4x4, scaled to [-1, 1]."""
+    return tf.reshape(to_model_input(decode_images(image_bytes, _POOL)), [-1, _POOL * _POOL * 3])
 
 
 class SyntheticRecommender(tf.Module):
@@ -139,8 +136,9 @@ def export_recommender(base: str, version: int = 1, num_users: int = 50, num_ite
 
 
 class SyntheticDesigner(tf.Module):
-    def __init__(self, num_users: int, latent: int = 8, seed: int = 0):
+    def __init__(self, num_users: int, latent: int = 8, seed: int = 0, max_steps: int = 1000):
         super().__init__()
+        self.max_steps = max_steps
         num_categories = len(CATEGORY_NAMES)
         self.category_index = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(CATEGORY_NAMES),
@@ -182,19 +180,23 @@ class SyntheticDesigner(tf.Module):
                                   tf.TensorSpec([], tf.int32, name=S.SEED)])
     def generate(self, category, n, seed):
         category = self._category(category)
-        tf.debugging.assert_positive(n, message="n must be >= 1")
-        tf.debugging.assert_less_equal(n, 64, message="n must be <= 64")
+        n = self._checked(n, [tf.debugging.assert_positive(n, message="n must be >= 1"),
+                              tf.debugging.assert_less_equal(n, S.MAX_IMAGES, message="n must be <= 64")])
         z = tf.random.stateless_normal([n, self.latent], seed=[seed, 0])
         img, png = self._to_outputs(self._g(z, category))
         return {S.OUT_IMAGE: img, S.OUT_PNG: png}
 
     @staticmethod
-    def _checked_steps(steps, checks=()):
-        """``steps``, available only once it (and ``checks``) passed the range checks."""
-        checks = list(checks) + [tf.debugging.assert_non_negative(steps, message="steps must be >= 0"),
-                                 tf.debugging.assert_less_equal(steps, 1000, message="steps must be <= 1000")]
+    def _checked(value, checks):
+        """``value``, available only once ``checks`` passed: nothing is sized from an unchecked number."""
         with tf.control_dependencies(checks):
-            return tf.identity(steps)
+            return tf.identity(value)
+
+    def _checked_steps(self, steps, checks=()):
+        """``steps``, available only once it (and ``checks``) passed the range checks."""
+        return self._checked(steps, list(checks) + [
+            tf.debugging.assert_non_negative(steps, message="steps must be >= 0"),
+            tf.debugging.assert_less_equal(steps, self.max_steps, message=f"steps must be <= {self.max_steps}")])
 
     def _ascend(self, u, z, category, steps, eta):
         """`steps` of gradient ascent on z of u . G(z, c) - eta * mean(z^2) (analytic gradient)."""
@@ -219,9 +221,10 @@ class SyntheticDesigner(tf.Module):
     def design(self, user_id, category, starts, steps, eta, seed):
         category = self._category(category)
         checks = [tf.debugging.assert_positive(starts, message="starts must be >= 1"),
-                  tf.debugging.assert_less_equal(starts, 64, message="starts must be <= 64")]
-        # The loop must not start before its bound is checked: an assert alone runs
-        # beside the loop, which would then spin through an absurd step count.
+                  tf.debugging.assert_less_equal(starts, S.MAX_IMAGES, message="starts must be <= 64")]
+        # Neither the codes nor the loop may start before their bounds are checked: an
+        # assert alone runs beside them, which would then allocate or spin without bound.
+        starts = self._checked(starts, checks)
         steps = self._checked_steps(steps, checks)
         u = self._user(user_id[None])
         z = tf.random.stateless_normal([starts, self.latent], seed=[seed, 1])
@@ -242,11 +245,7 @@ class SyntheticDesigner(tf.Module):
         steps = self._checked_steps(steps)
         u = self._user(user_id)
 
-        def load(b):
-            img = tf.io.decode_image(b, channels=3, expand_animations=False)
-            return tf.image.resize(tf.cast(img, tf.float32), [IMAGE_SIZE, IMAGE_SIZE]) / 127.5 - 1.0
-
-        before = tf.map_fn(load, image_bytes, fn_output_signature=tf.TensorSpec([IMAGE_SIZE, IMAGE_SIZE, 3]))
+        before = to_model_input(decode_images(image_bytes, IMAGE_SIZE))
         # "Inversion": start from the latent code whose projection best matches the image.
         target = tf.reshape(before, [tf.shape(before)[0], -1])
         c = tf.one_hot(category, self.num_categories)
@@ -258,9 +257,13 @@ class SyntheticDesigner(tf.Module):
                 S.OUT_SCORE_BEFORE: self._score(u, before)}
 
 
-def export_designer(base: str, version: int = 1, num_users: int = 50, seed: int = 0) -> str:
-    """Writes a synthetic designer to <base>/designer/<version>; returns the path."""
-    m = SyntheticDesigner(num_users, seed=seed)
+def export_designer(base: str, version: int = 1, num_users: int = 50, seed: int = 0,
+                    max_steps: int = 1000) -> str:
+    """Writes a synthetic designer to <base>/designer/<version>; returns the path.
+
+    A large ``max_steps`` makes design calls that run for seconds (deadline tests).
+    """
+    m = SyntheticDesigner(num_users, seed=seed, max_steps=max_steps)
     sigs = {S.GENERATE: m.generate, S.DESIGN: m.design, S.MODIFY: m.modify}
     return _write(m, base, S.DESIGNER, version, sigs)
 
