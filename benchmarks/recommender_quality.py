@@ -7,6 +7,12 @@ sample when --hm-dir is given) this trains, in ``--out/<dataset>/<method>``:
    labels): VBPR's frozen features and DVBPR's optional initialisation;
 2. ``pop``, ``bpr-mf``, ``vbpr`` (features of 1), ``dvbpr`` (from scratch) and
    ``dvbpr-init`` (item tower initialised from 1, via ``model.init_from``),
+3. on request (``--methods``, not in the default set, whose budget they would
+   push past 60 minutes): ``vbpr-imagenet`` (VBPR on the frozen pooled ImageNet
+   features of EfficientNet-Lite0 at ``--backbone-resolution``,
+   ``baseline.features_from=imagenet:efficientnet_lite0@R``) and
+   ``dvbpr-imagenet`` (DVBPR whose tower is that backbone, from its ImageNet
+   weights, fine-tuned end to end above its ``--frozen-stages`` lowest stages),
 
 all with the shared training loop, validation AUC every ``train.eval_every``
 steps and the best checkpoint kept by validation ``auc_all``. Each method then
@@ -55,15 +61,18 @@ from tfmodels import files  # noqa: E402
 from _machine import info as machine_info  # noqa: E402
 
 METHODS = ("pop", "bpr-mf", "vbpr", "dvbpr", "dvbpr-init")
+BACKBONE_METHODS = ("vbpr-imagenet", "dvbpr-imagenet")
+"""Rows on the ImageNet EfficientNet-Lite0 backbone: frozen (VBPR) against fine-tuned (DVBPR); opt-in."""
+BACKBONE = "efficientnet_lite0"
 COLUMNS = ("auc_all", "auc_cold", "auc_cold_vs_cold", "auc_sampled_all", "auc_sampled_cold",
            "recall_at_10", "ndcg_at_10")
 
 # Minutes of wall-clock training per method and data set (evaluations included).
 BUDGETS = {
     "cpu": {"classifier": 5.0, "pop": 1.0, "bpr-mf": 3.0, "vbpr": 3.0, "true-features": 3.0, "dvbpr": 20.0,
-            "dvbpr-init": 20.0},
+            "dvbpr-init": 20.0, "vbpr-imagenet": 3.0, "dvbpr-imagenet": 20.0},
     "quick": {"classifier": 0.5, "pop": 0.2, "bpr-mf": 0.3, "vbpr": 0.3, "true-features": 0.3, "dvbpr": 0.7,
-              "dvbpr-init": 0.7},
+              "dvbpr-init": 0.7, "vbpr-imagenet": 0.3, "dvbpr-imagenet": 0.7},
 }
 
 
@@ -203,10 +212,12 @@ def run_dataset(name: str, args, log) -> dict:
         evaluate_test(method, kinds.load_scorer(w, best=True)[0], result)
         report["curves"][method] = read_curve(w)
 
-    def run_dvbpr(method, init_from=""):
+    def run_dvbpr(method, init_from="", **model_fields):
         w = os.path.join(root, method)
         mcfg = budgeted(method)
         mcfg.model.init_from = init_from
+        for key, value in model_fields.items():
+            setattr(mcfg.model, key, value)
         # One strategy object per process for every run (see strategy.build_strategy).
         result = train_or_reuse(method, w, lambda: recommender.train_dvbpr_on(
             mcfg, w, dataset, split, images, strategy=build_strategy(mcfg.train.strategy)))
@@ -220,7 +231,7 @@ def run_dataset(name: str, args, log) -> dict:
             c, w, d, s, features=feats, features_from="true simulated features"))
         report["true_features"] = report["methods"].pop("true-features")
 
-    methods = [m for m in METHODS if m in args.methods]
+    methods = [m for m in METHODS + BACKBONE_METHODS if m in args.methods]
     if {"vbpr", "dvbpr-init"} & set(methods):
         w = os.path.join(root, "classifier")
         ccfg = budgeted("classifier")
@@ -239,6 +250,12 @@ def run_dataset(name: str, args, log) -> dict:
             cfg.baseline.features_from = ""
         elif method in ("dvbpr", "dvbpr-init"):
             run_dvbpr(method, init_from=clf_dir if method == "dvbpr-init" else "")
+        elif method == "vbpr-imagenet":
+            cfg.baseline.features_from = f"imagenet:{BACKBONE}@{args.backbone_resolution or cfg.data.resolution}"
+            run_baseline(method, kinds.get("vbpr").train)
+            cfg.baseline.features_from = ""
+        elif method == "dvbpr-imagenet":
+            run_dvbpr(method, tower=BACKBONE, tower_weights="imagenet", frozen_stages=args.frozen_stages)
         else:
             run_baseline(method, kinds.get(method).train)
         log(f"[{name}] {method} done in {(time.time() - t0) / 60:.1f} min")
@@ -311,7 +328,7 @@ def markdown(results: dict) -> str:
         if has_oracle:
             head.append("oracle margin closed")
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for method in [m for m in METHODS if m in rep["methods"]]:
+        for method in [m for m in METHODS + BACKBONE_METHODS if m in rep["methods"]]:
             row = rep["methods"][method]
             cells = [method] + [fmt(row.get(k)) for k in COLUMNS] + [
                 f"{row['steps']} ({row.get('best_step')})", fmt(row.get("train_minutes"), 1)]
@@ -354,7 +371,12 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", default="garments,hm",
                    help="comma-separated: garments, hm (hm needs --hm-dir; skipped without it)")
     p.add_argument("--hm-dir", default="", help="folder of the H&M sample (e.g. ../shared/data/hm)")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated subset of {','.join(METHODS + BACKBONE_METHODS)} (default: {','.join(METHODS)})")
+    p.add_argument("--backbone-resolution", type=int, default=0,
+                   help="image side of vbpr-imagenet's frozen features (default: the preset's data.resolution)")
+    p.add_argument("--frozen-stages", type=int, default=4,
+                   help="dvbpr-imagenet: lowest backbone stages kept at their ImageNet weights (0-9, model.frozen_stages)")
     p.add_argument("--baseline-max-steps", type=int, default=0,
                    help="step cap of BPR-MF and VBPR (default: 5x the preset's train.steps; they are fast, "
                         "and their budget usually ends training first)")
@@ -367,9 +389,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="output folder (work directories, tables, plots)")
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = set(args.methods) - set(METHODS)
+    unknown = set(args.methods) - set(METHODS + BACKBONE_METHODS)
     if unknown:
-        p.error(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+        p.error(f"unknown methods {sorted(unknown)}; choose from {METHODS + BACKBONE_METHODS}")
     names = [d.strip() for d in args.datasets.split(",") if d.strip()]
     if "hm" in names and not (args.hm_dir and os.path.isdir(args.hm_dir)):
         print(f"skipping hm: --hm-dir {args.hm_dir!r} is not a folder", flush=True)

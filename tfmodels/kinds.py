@@ -22,7 +22,8 @@ DATA_KEYS = ("data.dataset", "data.category_column", "data.max_items", "data.see
 IMAGE_KEYS = ("data.dataset", "data.category_column", "data.max_items", "data.skip_bad_images", "world.num_items",
               "world.seed")
 """What identifies the images and categories (the classifier and the GAN see no users)."""
-TOWER_KEYS = ("data.resolution", "model.embedding_dim", "model.width", "model.fc_units", "model.dropout")
+TOWER_KEYS = ("data.resolution", "model.embedding_dim", "model.width", "model.fc_units", "model.dropout",
+              "model.tower", "model.tower_weights", "model.frozen_stages")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,8 @@ KINDS = {k.name: k for k in (
     Kind("bpr-mf", "BPR-MF: matrix factorisation trained by BPR (no images)",
          f"{_BASE}:train_bpr_mf", "baseline.steps", DATA_KEYS + ("baseline.latent_dim",),
          scorer_fn=f"{_BASE}:load_scorer"),
-    Kind("vbpr", "VBPR: BPR-MF plus frozen image features of a classifier (baseline.features_from)",
+    Kind("vbpr", "VBPR: BPR-MF plus frozen image features of a classifier or of an ImageNet backbone "
+         "(baseline.features_from)",
          f"{_BASE}:train_vbpr", "baseline.steps",
          DATA_KEYS + ("baseline.latent_dim", "baseline.visual_dim", "baseline.features_from"),
          scorer_fn=f"{_BASE}:load_scorer"),

@@ -21,7 +21,9 @@ def register(subparsers) -> None:
         description=(
             "Trains one model kind on a dataset into --workdir (validation every train.eval_every steps, "
             "best checkpoint kept in W/best; vbpr without --set baseline.features_from=C pre-trains a "
-            "classifier in W/pretrained; --set model.init_from=C starts DVBPR's tower from classifier C). "
+            "classifier in W/pretrained, =imagenet:efficientnet_lite0[@R] uses ImageNet features; --set "
+            "model.init_from=C starts DVBPR's tower from classifier C; --set model.tower=efficientnet_lite0 "
+            "--set model.tower_weights=imagenet fine-tunes an ImageNet backbone as the item tower). "
             "Rerunning with the same --workdir resumes at the saved step. --set train.minutes=N stops "
             "after N minutes of wall-clock time (with a checkpoint and an evaluation) if the step cap is "
             "not reached first. Watch with `tensorboard --logdir W/tb`. Kinds: "

@@ -20,17 +20,14 @@ sets the two hidden fc layers, so ``cpu()`` / ``tiny()`` get smaller towers.
 
 Input: float32 images in [-1, 1] (``tfmodels.data.images.to_model_input``),
 shape [B, R, R, 3]. Output: float32 [B, K]. The tower knows nothing of users or
-training; the classifier used for pre-training shares it as its trunk.
+training; the classifier used for pre-training shares it as its trunk. It is
+the ``cnnf`` entry of ``tfmodels.models.towers``, where the lambda_cnn term's
+kernels are collected (``towers.kernel_l2``: conv1..conv5, fc6, fc7, embedding).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
-
-# Names of the layers whose kernels the DVBPR L2 term (lambda_cnn) covers.
-CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
-FC_LAYERS = ("fc6", "fc7", "embedding")
-
 
 def _channels(base: int, width: float) -> int:
     return max(4, int(round(base * width)))
@@ -82,17 +79,6 @@ def build_item_tower(model_cfg, resolution: int, name: str = "item_tower") -> tf
     # dot products with float32 user vectors and the BPR loss stay float32.
     outputs = L.Dense(model_cfg.embedding_dim, name="embedding", dtype="float32")(x)
     return tf.keras.Model(inputs, outputs, name=name)
-
-
-def kernel_variables(tower: tf.keras.Model) -> list[tf.Variable]:
-    """The conv and fc kernels of a tower (no biases): what lambda_cnn regularises."""
-    names = set(CONV_LAYERS + FC_LAYERS)
-    return [layer.kernel for layer in tower.layers if layer.name in names]
-
-
-def kernel_l2(tower: tf.keras.Model) -> tf.Tensor:
-    """sum over conv/fc kernels W of ||W||^2 (biases excluded), float32 scalar."""
-    return tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32))) for w in kernel_variables(tower)])
 
 
 def forward_flops(model_cfg, resolution: int) -> int:

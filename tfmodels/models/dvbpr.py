@@ -1,11 +1,12 @@
-"""DVBPR: user embedding table (user tower) x CNN-F over item pixels (item tower).
+"""DVBPR: user embedding table (user tower) x a CNN over item pixels (item tower).
 
 Preference of user u for item i::
 
     x_ui = theta_u . Phi(X_i)
 
-with theta_u a row of ``user_embedding`` (K floats) and Phi the CNN-F tower of
-``tfmodels.models.cnnf`` applied to the item's image X_i in [-1, 1]. Training
+with theta_u a row of ``user_embedding`` (K floats) and Phi the item tower
+``model.tower`` of ``tfmodels.models.towers`` (the paper's CNN-F, or an ImageNet
+backbone) applied to the item's image X_i in [-1, 1]. Training
 maximises the BPR criterion on triples (u, i, j), i bought by u, j not; the
 per-triple loss is::
 
@@ -13,7 +14,7 @@ per-triple loss is::
 
 (``dvbpr_loss_per_example``). As in the paper, a batch of B triples has the
 objective ``sum_b loss_uij + lambda_cnn * sum_W ||W||^2`` over the CNN's conv and
-fc kernels (biases are not regularised; ``tfmodels.models.cnnf.kernel_l2``);
+fc kernels (biases are not regularised; ``tfmodels.models.towers.kernel_l2``);
 training minimises it divided by B (a mean over triples, so the learning rate
 does not depend on the batch size), i.e. ``mean_b loss_uij + lambda_cnn / B *
 sum_W ||W||^2`` (``dvbpr_batch_loss``). The same tower scores i and j
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfmodels.models.cnnf import build_item_tower, kernel_l2
+from tfmodels.models.towers import build_item_tower, kernel_l2
 
 
 def bpr_loss_per_example(x_ui: tf.Tensor, x_uj: tf.Tensor) -> tf.Tensor:

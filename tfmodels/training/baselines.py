@@ -11,7 +11,8 @@ named by ``cfg.train.strategy``:
   and biases; validation AUC every ``eval_every`` steps, best kept by ``auc_all``.
 - ``vbpr``: VBPR on frozen fc7 features of a category classifier
   (``tfmodels.training.classifier``: ``cfg.baseline.features_from``, or one
-  trained first into ``W/pretrained``).
+  trained first into ``W/pretrained``), or on an ImageNet backbone's pooled
+  features (``baseline.features_from=imagenet:efficientnet_lite0[@R]``).
 
 ``load_scorer(workdir)`` rebuilds a trained baseline as a scorer for
 ``tfmodels.evaluation.evaluate_split`` from the work directory alone;
@@ -185,8 +186,9 @@ def train_vbpr(cfg, workdir: str, dataset=None, split=None, features=None, featu
             source = os.path.join(workdir, "pretrained")
             print(f"[vbpr] pre-training the category classifier in {source}", flush=True)
             classifier.train_classifier(cfg, source, dataset=dataset)
-        features = classifier.classifier_features(source, dataset, cache_dir=cfg.data.cache_dir)
-        source = os.path.abspath(source)
+        features = classifier.frozen_features(source, dataset, cfg)
+        if not source.startswith(classifier.IMAGENET_PREFIX):
+            source = os.path.abspath(source)
     if features.shape[0] != split.num_items:
         raise ValueError(f"features from {source} cover {features.shape[0]} items, "
                          f"the dataset has {split.num_items}")

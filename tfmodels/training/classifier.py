@@ -6,7 +6,8 @@ kept by accuracy) with the shared loop. Three things use it:
 
 - DVBPR's pre-trained initialisation (``model.init_from``): ``load_pretrained_tower``
   + ``copy_tower_weights``, run only when the DVBPR run has no checkpoint yet;
-- VBPR's frozen image features (``classifier_features``, fc7 scaled to mean norm 1);
+- VBPR's frozen image features (``classifier_features``, fc7 scaled to mean norm 1;
+  ``frozen_features`` also reads ``imagenet:TOWER[@R]``, an ImageNet backbone's pooled features);
 - the design search's optional category term (``load_classifier``).
 
 Everything here runs on the host except ``train_step`` (replica context).
@@ -23,6 +24,7 @@ from tfmodels import kinds
 from tfmodels import workdir as workdir_lib
 from tfmodels.data.images import embed_in_batches, load_images, to_model_input
 from tfmodels.data.sampler import labelled_image_batches
+from tfmodels.models import towers
 from tfmodels.models.classifier import CategoryClassifier, cross_entropy_per_example
 from tfmodels.training import loop
 from tfmodels.training.strategy import build_strategy
@@ -30,6 +32,8 @@ from tfmodels.training.strategy import build_strategy
 KIND = "classifier"
 VAL_SHARE = 0.1
 """Share of labelled items the classifier holds out to measure accuracy."""
+IMAGENET_PREFIX = "imagenet:"
+"""``baseline.features_from=imagenet:TOWER[@R]``: VBPR on a backbone's frozen ImageNet features."""
 
 
 class ClassifierTask(loop.Task):
@@ -67,6 +71,11 @@ class ClassifierTask(loop.Task):
         self.optimizer = loop.build_optimizer(self.cfg.classifier.learning_rate,
                                               self.cfg.train.mixed_precision)
 
+    def initialize(self):
+        loaded = towers.load_tower_weights(self.model.item_tower, self.cfg.model)
+        if loaded:
+            print(f"[classifier] {self.cfg.model.tower} initialised with {loaded}", flush=True)
+
     def checkpoint_items(self):
         return {"model": self.model, "optimizer": self.optimizer}
 
@@ -103,7 +112,8 @@ class ClassifierTask(loop.Task):
 
     def model_info(self):
         return {"num_categories": self.num_categories, "category_names": self.category_names,
-                "resolution": int(self.images.shape[1]), "feature_layer": "fc7",
+                "resolution": int(self.images.shape[1]),
+                "feature_layer": towers.get(self.cfg.model.tower).feature_layer,
                 "train_items": int(len(self.train_items)), "val_items": int(len(self.val_items))}
 
 
@@ -148,11 +158,41 @@ def classifier_features(classifier_workdir: str, dataset, cache_dir: str = "", b
     model, ccfg = load_classifier(classifier_workdir, best)
     images = load_images(dataset, model.resolution, cache_dir=cache_dir or ccfg.data.cache_dir,
                          skip_bad=ccfg.data.skip_bad_images)
-    feats = embed_in_batches(model.features, images).astype(np.float32)
+    feats = embed_in_batches(model.features, images)
+    return _unit_mean_norm(feats, f"classifier {classifier_workdir}")
+
+
+def _unit_mean_norm(feats: np.ndarray, what: str) -> np.ndarray:
+    feats = feats.astype(np.float32)
     norm = float(np.mean(np.linalg.norm(feats, axis=1)))
     if not np.isfinite(norm) or norm <= 0:
-        raise ValueError(f"classifier {classifier_workdir}: fc7 features are all zero or non-finite")
+        raise ValueError(f"{what}: features are all zero or non-finite")
     return feats / norm
+
+
+def imagenet_features(spec: str, dataset, cache_dir: str = "", resolution: int = 224,
+                      skip_bad: bool = False) -> np.ndarray:
+    """Pooled ImageNet features float32 [num_items, 1280] of a backbone, scaled to mean L2 norm 1.
+
+    Args:
+      spec: ``TOWER`` or ``TOWER@R`` (e.g. ``efficientnet_lite0@224``): the backbone
+        and the image side it sees (default ``resolution``).
+    """
+    name, _, side = spec.partition("@")
+    if side and not side.isdigit():
+        raise ValueError(f"features {IMAGENET_PREFIX}{spec}: expected {IMAGENET_PREFIX}TOWER[@R], R in pixels")
+    side = int(side) if side else resolution
+    backbone = towers.pretrained_backbone(name, side)
+    images = load_images(dataset, side, cache_dir=cache_dir, skip_bad=skip_bad)
+    return _unit_mean_norm(embed_in_batches(backbone, images), f"{IMAGENET_PREFIX}{spec}")
+
+
+def frozen_features(source: str, dataset, cfg) -> np.ndarray:
+    """VBPR's frozen features for ``baseline.features_from``: ``imagenet:TOWER[@R]`` or a classifier work directory."""
+    if source.startswith(IMAGENET_PREFIX):
+        return imagenet_features(source[len(IMAGENET_PREFIX):], dataset, cfg.data.cache_dir, cfg.data.resolution,
+                                 cfg.data.skip_bad_images)
+    return classifier_features(source, dataset, cache_dir=cfg.data.cache_dir)
 
 
 def load_pretrained_tower(classifier_workdir: str, best: bool = True) -> tf.keras.Model:

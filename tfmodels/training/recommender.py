@@ -34,6 +34,7 @@ from tfmodels import files, kinds
 from tfmodels import workdir as workdir_lib
 from tfmodels.data import images as images_lib
 from tfmodels.data.images import embed_in_batches, resize_to, to_model_input, to_uint8
+from tfmodels.models import towers
 from tfmodels.models.dvbpr import DVBPR, build_dvbpr, dvbpr_loss_per_example, bpr_loss_per_example
 from tfmodels.training import loop
 from tfmodels.training.strategy import build_strategy
@@ -124,7 +125,10 @@ class DVBPRTask(loop.Task):
 
     def initialize(self):
         # Only for a fresh run: a resumed one has the tower in its checkpoint, so the
-        # classifier's folder need not exist any more.
+        # classifier's folder (or the weights file) need not exist any more.
+        loaded = towers.load_tower_weights(self.model.item_tower, self.cfg.model)
+        if loaded:
+            print(f"[dvbpr] {self.cfg.model.tower} item tower initialised with {loaded}", flush=True)
         if self.cfg.model.init_from:
             load_pretrained_into(self.model, self.cfg.model.init_from)
 
