@@ -16,7 +16,7 @@ and the table gives
 
 Variants: ``paper`` (the demo preset's GAN, no lever), ``ema`` (gan.ema=0.995),
 ``augment`` (gan.augment=translation,color,cutout), ``r1`` (gan.r1=1), ``ttur``
-(gan.d_learning_rate = 2x gan.learning_rate), ``all`` (all four). One run per
+(gan.d_learning_rate = 2x gan.learning_rate), ``ema+augment``, ``all`` (all four). One run per
 variant: differences smaller than the run-to-run spread of GAN training are not
 findings (``--seeds`` repeats each with other seeds).
 
@@ -45,6 +45,7 @@ VARIANTS = {
     "augment": ["gan.augment=translation,color,cutout"],
     "r1": ["gan.r1=1.0"],
     "ttur": ["gan.d_learning_rate=4e-4"],
+    "ema+augment": ["gan.ema=0.995", "gan.augment=translation,color,cutout"],
     "all": ["gan.ema=0.995", "gan.augment=translation,color,cutout", "gan.r1=1.0", "gan.d_learning_rate=4e-4"],
 }
 
