@@ -66,7 +66,7 @@ def generate_like(generator, categories: np.ndarray, seed: int) -> np.ndarray:
     """uint8 images, one per entry of ``categories``, from seeded noise (inference mode)."""
     import tensorflow as tf
 
-    from tfmodels.data.images import to_uint8
+    from tfmodels.data.pixels import to_uint8
     from tfmodels.models import gan as gan_lib
 
     noise_dim, num = int(generator.inputs[0].shape[-1]), int(generator.inputs[1].shape[-1])

@@ -51,7 +51,7 @@ import tensorflow as tf
 from export import signatures as S
 from export.recommender import check_batch, check_same_length, decode_images, string_table
 from tfmodels import design as design_lib
-from tfmodels.data.images import to_model_input, to_uint8
+from tfmodels.data.pixels import to_model_input, to_uint8
 
 MAX_IMAGES = S.MAX_IMAGES
 """Most images one ``generate`` / ``design`` call may ask for (n, starts)."""

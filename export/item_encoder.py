@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from export import signatures as S
-from tfmodels.data.images import to_model_input
+from tfmodels.data.pixels import to_model_input
 from tfmodels.models.towers import kernel_variables
 
 _AutoTrackable = tf.__internal__.tracking.AutoTrackable

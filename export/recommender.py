@@ -62,7 +62,7 @@ import numpy as np
 import tensorflow as tf
 
 from export import signatures as S
-from tfmodels.data.images import embed_in_batches, to_model_input
+from tfmodels.data.pixels import embed_in_batches, to_model_input
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -18,7 +18,7 @@ import tensorflow as tf
 from test_train_support import tiny_config
 from tfmodels import kinds
 from tfmodels.data import garments
-from tfmodels.data.images import to_model_input
+from tfmodels.data.pixels import to_model_input
 from tfmodels.models import efficientnet_lite as el
 from tfmodels.models import torch_weights, towers
 

@@ -11,8 +11,8 @@ import tfmodels  # noqa: F401
 from tfmodels.data import images as images_lib
 from tfmodels.data.dataset import BadImageError
 from tfmodels.data.hm import read_hm
-from tfmodels.data.images import (background_colour, drop_bad_images, embed_in_batches, load_images, resize_to,
-                                  square_resize, to_model_input, to_uint8)
+from tfmodels.data.images import background_colour, drop_bad_images, load_images, square_resize
+from tfmodels.data.pixels import embed_in_batches, resize_to, to_model_input, to_uint8
 from tfmodels.data.splits import leave_one_out
 
 from test_data_fixtures import HM_ARTICLES, HM_TRANSACTIONS, write_hm

@@ -11,7 +11,8 @@ import tensorflow as tf
 from tfmodels import design
 from tfmodels.config import DesignConfig, tiny
 from tfmodels.data.dataset import Dataset
-from tfmodels.data.images import ArrayImageSource, to_model_input, to_uint8
+from tfmodels.data.images import ArrayImageSource
+from tfmodels.data.pixels import to_model_input, to_uint8
 from tfmodels.models import gan as gan_lib
 
 REC_RES = 24  # deliberately not the GAN's 16 px, so `up` is exercised

@@ -9,7 +9,7 @@ import tensorflow as tf
 from test_design_latent import tiny_designer
 from tfmodels import design
 from tfmodels.config import tiny
-from tfmodels.data.images import to_uint8
+from tfmodels.data.pixels import to_uint8
 from tfmodels.models import gan as gan_lib
 
 

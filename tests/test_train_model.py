@@ -80,7 +80,7 @@ def test_dvbpr_loss_with_regularisers_matches_numpy():
 
 def test_training_step_loss_matches_numpy_reference(tmp_path):
     """The loss the DVBPR task reports for one step = NumPy BPR + both L2 terms on the same weights."""
-    from tfmodels.data.images import to_model_input
+    from tfmodels.data.pixels import to_model_input
     from tfmodels.training.recommender import DVBPRTask
 
     dataset, split, images = colour_world()

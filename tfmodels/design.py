@@ -58,7 +58,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmodels.config import LATENTS, DesignConfig
-from tfmodels.data.images import embed_in_batches, resize_to, to_model_input, to_uint8
+from tfmodels.data.pixels import embed_in_batches, resize_to, to_model_input, to_uint8
 from tfmodels.models import gan as gan_lib
 from tfmodels.models.classifier import cross_entropy_per_example
 

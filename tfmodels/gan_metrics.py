@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.data.images import embed_in_batches, to_model_input
+from tfmodels.data.pixels import embed_in_batches, to_model_input
 
 
 # ---------------------------------------------------------------------------

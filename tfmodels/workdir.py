@@ -215,8 +215,13 @@ def _keep_images(workdir: str, images) -> str:
     return IMAGES  # relative: found again if W moves
 
 
-def _cache_file(workdir: str, recorded: str) -> str:
-    return recorded if not recorded or os.path.isabs(recorded) else os.path.join(workdir, recorded)
+def _recorded_images(workdir: str, recorded: str, num_items: int) -> np.ndarray | None:
+    """The pixels ``save_data`` recorded (memory-mapped), or None when gone or not the run's items."""
+    path = recorded if not recorded or os.path.isabs(recorded) else os.path.join(workdir, recorded)
+    if not path or not os.path.exists(path):
+        return None
+    array = np.load(path, mmap_mode="r")
+    return array if len(array) == num_items else None
 
 
 def load_data(workdir: str):
@@ -252,11 +257,9 @@ def load_data(workdir: str):
         from tfmodels.data.simulated import SimulatedUsers
 
         extra["users"] = SimulatedUsers.from_state(users_state)
-    cache = _cache_file(workdir, str(data["image_cache"]))
-    if cache and os.path.exists(cache):
-        images = ArrayImageSource(np.load(cache, mmap_mode="r"), fingerprint=os.path.basename(cache), labels=item_ids)
-    else:
-        images = _NoImages(workdir, len(item_ids))
+    pixels = _recorded_images(workdir, str(data["image_cache"]), len(item_ids))
+    images = (ArrayImageSource(pixels, fingerprint=os.path.basename(str(data["image_cache"])), labels=item_ids)
+              if pixels is not None else _NoImages(workdir, len(item_ids)))
     inter_user = split.train_user if split is not None else np.zeros(0, np.int32)
     inter_item = split.train_item if split is not None else np.zeros(0, np.int32)
     dataset = Dataset(name=str(data["name"]), item_ids=item_ids, images=images,
@@ -302,11 +305,10 @@ def image_array(workdir: str) -> np.ndarray:
     cache, item_ids = "", None
     if os.path.exists(path):
         with np.load(path) as z:
-            cache, item_ids = _cache_file(workdir, str(z["image_cache"])), z["item_ids"]
-    if cache and os.path.exists(cache):
-        array = np.load(cache, mmap_mode="r")
-        if len(array) == len(item_ids):
-            return array
+            cache, item_ids = str(z["image_cache"]), z["item_ids"]
+        pixels = _recorded_images(workdir, cache, len(item_ids))
+        if pixels is not None:
+            return pixels
     from tfmodels.data.images import load_images
     from tfmodels.data.loading import load_dataset
 

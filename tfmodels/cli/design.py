@@ -87,7 +87,7 @@ def _load(args):
 
 
 def run_design(args) -> int:
-    from tfmodels.data.images import resize_to, to_model_input, to_uint8
+    from tfmodels.data.pixels import resize_to, to_model_input, to_uint8
     from tfmodels.data.preview import image_grid, save_png, upscale
 
     designer = _load(args)

@@ -16,12 +16,8 @@ source). :func:`load_images` turns a dataset's images into one uint8 array
 
 A second call with the same dataset fingerprint and resolution maps the cached
 file and decodes nothing, so training epochs never re-decode JPEGs. That part
-runs on the host (NumPy / Pillow).
-
-This module also owns the pixel convention, used by every model, export and
-benchmark: :func:`to_model_input` (uint8 -> float32 [-1, 1]), :func:`to_uint8`
-(its inverse), :func:`resize_to` (bilinear, to a side) and
-:func:`embed_in_batches` (a network over a uint8 catalogue, batch by batch).
+runs on the host (NumPy / Pillow). How the models see those pixels is
+``tfmodels.data.pixels``.
 """
 
 from __future__ import annotations
@@ -571,97 +567,3 @@ def drop_bad_images(dataset: Dataset, resolution: int, cache_dir: str = "", verb
               f"({dataset.num_interactions - out.num_interactions} interactions dropped), e.g. "
               f"{messages[0] if messages else ''}", file=sys.stderr)
     return out
-
-
-# ----------------------------------------------------------------------------
-# The pixel convention: uint8 [0, 255] on disk and on the wire, float32 [-1, 1] in the models
-# ----------------------------------------------------------------------------
-
-
-def to_model_input(images_uint8):
-    """uint8 images -> float32 in [-1, 1]: ``x / 127.5 - 1``.
-
-    The one conversion every model uses (CNN item tower, GAN discriminator,
-    classifier, judge, simulated users' true_score_tf). A NumPy array gives a
-    NumPy array (host); anything else (a tensor, also a symbolic one inside a
-    ``tf.function``) gives a tensor, part of the caller's graph, so the uint8
-    table is what moves between host and device.
-    """
-    if isinstance(images_uint8, np.ndarray):
-        return images_uint8.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-    import tensorflow as tf
-
-    return tf.cast(images_uint8, tf.float32) / 127.5 - 1.0
-
-
-def to_uint8(images_float):
-    """float images in [-1, 1] -> uint8: ``round((clip(x, -1, 1) + 1) * 127.5)``.
-
-    The inverse of :func:`to_model_input` (exact on its outputs; values outside
-    [-1, 1], e.g. a generator's, are clipped; ties round half to even as in
-    ``tf.round``). A NumPy array gives a NumPy array; a tensor gives a tensor.
-    """
-    if isinstance(images_float, np.ndarray):
-        x = (np.clip(images_float.astype(np.float32), -1.0, 1.0) + np.float32(1.0)) * np.float32(127.5)
-        return np.round(x).astype(np.uint8)
-    import tensorflow as tf
-
-    x = (tf.clip_by_value(tf.cast(images_float, tf.float32), -1.0, 1.0) + 1.0) * 127.5
-    return tf.cast(tf.round(x), tf.uint8)
-
-
-def resize_to(images_float, side: int):
-    """Bilinear resize of float images [B, H, W, 3] to [B, side, side, 3], in TensorFlow.
-
-    Identity when they already have that size; antialiased when shrinking (a
-    catalogue image brought down to the GAN's size), plain bilinear when
-    upsampling (a GAN's output brought up to the recommender's input, as the
-    paper's design objective does). Differentiable; runs wherever it is called
-    (eagerly, or as part of the caller's ``tf.function``). For uint8 images use
-    ``to_uint8(resize_to(to_model_input(x), side))``: the map to [-1, 1] is affine,
-    so it commutes with the interpolation.
-    """
-    import tensorflow as tf
-
-    side = int(side)
-    if images_float.shape[1] == side and images_float.shape[2] == side:
-        return images_float
-    shrink = images_float.shape[1] is not None and images_float.shape[1] > side
-    return tf.image.resize(images_float, [side, side], method="bilinear", antialias=shrink)
-
-
-def embed_in_batches(fn, images_uint8, batch_size: int = 256, items=None):
-    """``fn(to_model_input(images))`` over uint8 images in batches, on the host (inference).
-
-    The one loop that turns a catalogue into embeddings, logits or features
-    without holding it in float: each batch of ``batch_size`` uint8 rows is read
-    (from an array or the image cache's memmap), converted to [-1, 1] inside one
-    ``tf.function`` (traced once for every batch size, the last batch included)
-    and passed to ``fn``.
-
-    Args:
-      fn: float32 [b, H, W, 3] in [-1, 1] -> [b, ...] (a tensor, or a dict of
-        tensors); a Keras model is called with ``training=False``.
-      images_uint8: uint8 [N, H, W, 3].
-      batch_size: rows per call.
-      items: optional int [M] rows of ``images_uint8`` to use, in that order (default: all).
-
-    Returns:
-      float NumPy [M, ...] equal to ``fn`` on all the rows at once (up to float
-      round-off), or a dict of them when ``fn`` returns a dict.
-    """
-    import tensorflow as tf
-
-    if batch_size < 1:
-        raise ValueError(f"embed_in_batches: batch_size must be >= 1, got {batch_size}")
-    shape = tuple(np.shape(images_uint8))
-    if len(shape) != 4:
-        raise ValueError(f"embed_in_batches: expected images [N, H, W, C], got shape {shape}")
-    items = np.arange(shape[0]) if items is None else np.asarray(items, np.int64)
-    call_fn = (lambda x: fn(x, training=False)) if isinstance(fn, tf.keras.Model) else fn
-    call = tf.function(lambda x: call_fn(to_model_input(x)),
-                       input_signature=[tf.TensorSpec([None, *shape[1:]], tf.uint8)])
-    # An empty selection still makes one call, so the result has fn's trailing shape.
-    outs = [call(np.asarray(images_uint8[items[s:s + batch_size]], np.uint8))
-            for s in range(0, max(len(items), 1), batch_size)]
-    return tf.nest.map_structure(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *outs)

@@ -80,7 +80,8 @@ from __future__ import annotations
 import numpy as np
 
 from tfmodels.data.dataset import Dataset, ImageSource
-from tfmodels.data.images import SubsetImageSource, load_images, to_model_input
+from tfmodels.data.images import SubsetImageSource, load_images
+from tfmodels.data.pixels import to_model_input
 
 FEATURE_NAMES = ("coverage", "height", "width", "brightness", "chroma", "red_green", "yellow_blue", "pattern")
 """Names of the image features, in order."""

@@ -18,7 +18,7 @@ least 2x2 (at 32 px a stride of 4 would leave a single pixel for the fc layers).
 ``model_cfg.width`` multiplies the conv channel counts and ``model_cfg.fc_units``
 sets the two hidden fc layers, so ``cpu()`` / ``tiny()`` get smaller towers.
 
-Input: float32 images in [-1, 1] (``tfmodels.data.images.to_model_input``),
+Input: float32 images in [-1, 1] (``tfmodels.data.pixels.to_model_input``),
 shape [B, R, R, 3]. Output: float32 [B, K]. The tower knows nothing of users or
 training; the classifier used for pre-training shares it as its trunk. It is
 the ``cnnf`` entry of ``tfmodels.models.towers``, where the lambda_cnn term's

@@ -6,7 +6,7 @@ tensor, then doubled in size by 5x5 stride-2 transposed convolutions (batch
 norm + leaky ReLU, channels halving each time) up to the requested resolution,
 where a last transposed convolution gives 3 channels (or, with ``gan.grey``, one
 channel repeated as R, G and B) and ``tanh`` maps them to [-1, 1] (the project's
-one pixel range, see ``tfmodels.data.images.to_model_input``).
+one pixel range, see ``tfmodels.data.pixels.to_model_input``).
 
 Discriminator ``D(x, c)``: the one-hot category is tiled to C constant image
 planes and concatenated to the image channels (the paper injects the category

@@ -22,7 +22,8 @@ import tensorflow as tf
 
 from tfmodels import kinds
 from tfmodels import workdir as workdir_lib
-from tfmodels.data.images import embed_in_batches, load_images, to_model_input
+from tfmodels.data.images import load_images
+from tfmodels.data.pixels import embed_in_batches, to_model_input
 from tfmodels.data.sampler import labelled_image_batches
 from tfmodels.models import towers
 from tfmodels.models.classifier import CategoryClassifier, cross_entropy_per_example

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from tfmodels import kinds
 from tfmodels import workdir as workdir_lib
-from tfmodels.data.images import to_model_input, to_uint8
+from tfmodels.data.pixels import to_model_input, to_uint8
 from tfmodels.data.sampler import labelled_image_batches
 from tfmodels.models import gan as gan_lib
 from tfmodels.training import loop as loop_lib
@@ -64,14 +64,16 @@ def gan_train_step(generator, discriminator, g_opt, d_opt, images_uint8, categor
     z = tf.random.normal([b, noise_dim])
     with tf.GradientTape() as tape:
         fake = gan_lib.diff_augment(generator([z, c], training=True), augment)
-        with tf.GradientTape() as r1_tape:
-            r1_tape.watch(real)
-            d_real = discriminator([real, c], training=True)
-            d_real_sum = tf.reduce_sum(d_real)  # on the tape: R1 differentiates it w.r.t. the pixels
         penalty = tf.zeros([b])
-        if r1 > 0:
+        if r1 > 0:  # a Python branch: without R1 the step records no second tape
+            with tf.GradientTape() as r1_tape:
+                r1_tape.watch(real)
+                d_real = discriminator([real, c], training=True)
+                d_real_sum = tf.reduce_sum(d_real)  # on the tape: R1 differentiates it w.r.t. the pixels
             grad_real = r1_tape.gradient(d_real_sum, real)
             penalty = 0.5 * r1 * tf.reduce_sum(tf.square(grad_real), axis=[1, 2, 3])
+        else:
+            d_real = discriminator([real, c], training=True)
         d_fake = discriminator([fake, c], training=True)
         d_loss = tf.nn.compute_average_loss(
             gan_lib.discriminator_loss_per_example(d_real, d_fake, loss) + penalty,

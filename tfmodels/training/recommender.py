@@ -6,7 +6,7 @@
   ``tfmodels.data.sampler.distributed_triples``; pixels are gathered *inside the
   step* from a uint8 image table [N, R, R, 3] (a non-trainable variable on the
   host CPU, so only the batch's images move to an accelerator) and converted
-  with ``tfmodels.data.images.to_model_input``;
+  with ``tfmodels.data.pixels.to_model_input``;
 - one tower call embeds the 2B images of a batch (i's and j's), then the
   paper's batch objective ``sum_b[-ln sigmoid(x_ui - x_uj) + lambda_theta
   ||theta_u||^2] + lambda_cnn sum_W ||W||^2``, divided by the global batch size
@@ -33,7 +33,7 @@ import tensorflow as tf
 from tfmodels import files, kinds
 from tfmodels import workdir as workdir_lib
 from tfmodels.data import images as images_lib
-from tfmodels.data.images import embed_in_batches, resize_to, to_model_input, to_uint8
+from tfmodels.data.pixels import embed_in_batches, resize_to, to_model_input, to_uint8
 from tfmodels.models import towers
 from tfmodels.models.dvbpr import DVBPR, build_dvbpr, dvbpr_loss_per_example, bpr_loss_per_example
 from tfmodels.training import loop
