@@ -299,3 +299,49 @@ def test_classifier_on_a_backbone_tower_gives_pooled_features_and_inits_dvbpr(tm
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1).mean(), 1.0, rtol=1e-5)
     load_pretrained_into(build_dvbpr(cfg.model, split.num_users, 32), workdir)
     assert f"item tower initialised from {workdir}: efficientnet_lite0, embedding\n" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@_needs_wheel("efficientnet_lite0")
+def test_cached_frozen_stages_train_the_same_tower_and_the_backbone_has_its_own_rate(tmp_path):
+    """model.cache_frozen: the split tower equals the whole one; train.backbone_learning_rate drives the backbone."""
+    from test_train_support import colour_world
+    from tfmodels.training.recommender import DVBPRTask, load_dvbpr, train_dvbpr_on
+
+    dataset, split, images = colour_world(resolution=32)
+    cfg = _backbone_dvbpr_cfg(3)
+    tower = towers.build_item_tower(cfg.model, 32)
+    towers.load_tower_weights(tower, cfg.model)
+    lower, upper = towers.split_frozen(tower, cfg.model)
+    x = to_model_input(images[:6])
+    assert lower.output.shape[1:] == (2, 2, 112)  # stage 5's output at 32 px
+    np.testing.assert_allclose(upper(lower(x, training=False), training=False).numpy(),
+                               tower(x, training=False).numpy(), rtol=1e-5, atol=1e-5)
+    # Frozen stages run without stochastic depth, the fine-tuned ones keep it.
+    drops = [l.name for l in tower.get_layer("efficientnet_lite0").layers if l.name.endswith("_drop")]
+    assert drops and all(el.stage_of(n) >= 6 for n in drops)
+    with pytest.raises(ValueError, match="only a backbone tower with frozen stages"):
+        towers.split_frozen(towers.build_item_tower(_model_cfg("cnnf").model, 32), _model_cfg("cnnf").model)
+
+    # A backbone rate of 0 in effect (1e-12) keeps the backbone where ImageNet put it; the head moves.
+    cfg.train.backbone_learning_rate = 1e-12
+    cfg.train.learning_rate = 1e-2
+    workdir = str(tmp_path / "dvbpr")
+    out = train_dvbpr_on(cfg, workdir, dataset, split, images, evaluate_fn=_cheap_eval)
+    assert out["step"] == 3 and all(np.isfinite(v) for v in out["losses"].values())
+    model = load_dvbpr(workdir, best=False)[0]
+    state = torch_weights.load_state_dict(el.imagenet_weights_path("efficientnet_lite0"))
+    head = model.item_tower.get_layer("efficientnet_lite0").get_layer("head_conv").kernel.numpy()
+    np.testing.assert_allclose(head, state["_conv_head.weight"].transpose(2, 3, 1, 0), atol=1e-8)
+    assert not np.allclose(model.item_tower.get_layer("embedding").kernel.numpy(),
+                           tower.get_layer("embedding").kernel.numpy())
+    # The scorer training evaluates with (cached activations) gives the whole tower's scores.
+    task = DVBPRTask(cfg, dataset, split, images)
+    task.build(None)
+    task.model.set_weights(model.get_weights())
+    task.ready()
+    cached = task.scorer()
+    task.upper = None
+    whole = task.scorer()
+    users = np.arange(4)
+    np.testing.assert_allclose(cached(users), whole(users), rtol=2e-2, atol=2e-2 * np.abs(whole(users)).max())

@@ -85,6 +85,11 @@ class ModelConfig:
     frozen_stages: int = 0
     """Backbone towers: how many of the backbone's 9 stages (stem, 7 MBConv stages, head conv), from the input,
     keep their weights while training (batch norm in inference mode): 0 = fine-tune all, 9 = only the head."""
+    cache_frozen: bool = True
+    """DVBPR with a backbone tower and frozen_stages > 0: compute the frozen stages' output once per item
+    (a float16 table on the host) and train the rest of the tower on it, instead of running the whole tower
+    on both images of every triple. The same model (the frozen stages are fixed and have no stochastic
+    depth) up to float16 rounding; costs items x that output's size x 2 bytes of memory."""
 
 
 @dataclass
@@ -104,6 +109,9 @@ class TrainConfig:
     """DVBPR's global batch of BPR triples."""
     learning_rate: float = 1e-4
     """DVBPR's Adam learning rate."""
+    backbone_learning_rate: float = 0.0
+    """DVBPR with a backbone tower: Adam learning rate of the backbone's trainable stages (0 = learning_rate).
+    A lower rate than the head's keeps more of what the pre-trained features know."""
     lambda_theta: float = 1.0
     """L2 weight on the batch's user vectors (DVBPR)."""
     lambda_cnn: float = 1e-3

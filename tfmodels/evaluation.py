@@ -185,6 +185,7 @@ def evaluate_split(
     seed: int = 0,
     ks: tuple[int, ...] = (10, 50),
     batch_users: int = 256,
+    per_user: bool = False,
 ) -> dict:
     """Evaluates a scorer on the validation or test items of a leave-one-out split.
 
@@ -203,6 +204,9 @@ def evaluate_split(
       seed: seed of the sampled negatives.
       ks: cut-offs for recall@K and NDCG@K.
       batch_users: users per score_fn call (memory ~ batch_users * num_items * 10 bytes).
+      per_user: also return ``per_user``: {"user": int [U], "auc_all", "auc_cold_vs_cold",
+        "recall_at_K", "ndcg_at_K": float [U]} over the evaluated users (NaN where a
+        figure does not apply to a user), for paired comparisons (``paired_bootstrap``).
 
     Returns:
       dict with auc_all, auc_cold, auc_cold_vs_cold, auc_sampled_all,
@@ -227,6 +231,8 @@ def evaluate_split(
     sums = {k: 0.0 for k in METRIC_KEYS}
     counts = {k: 0 for k in METRIC_KEYS}
     topk_sums = {k: [0.0, 0.0] for k in ks}
+    rows_out = {key: np.full(len(users), np.nan) for key in
+                ("auc_all", "auc_cold_vs_cold") + tuple(f"{m}_at_{k}" for k in ks for m in ("recall", "ndcg"))}
     for start in range(0, len(users), max(1, int(batch_users))):
         u = users[start:start + batch_users]
         b = len(u)
@@ -269,8 +275,10 @@ def evaluate_split(
         add("auc_all", auc)
         add("auc_cold", auc[is_cold[ok]])
         # Rows of warm users become empty and are dropped by auc_rows.
-        cvc, _ = auc_rows(valid & cold_items[None, :] & is_cold[:, None])
+        cvc, cvc_ok = auc_rows(valid & cold_items[None, :] & is_cold[:, None])
         add("auc_cold_vs_cold", cvc)
+        rows_out["auc_all"][start + rows[ok]] = auc
+        rows_out["auc_cold_vs_cold"][start + rows[cvc_ok]] = cvc
         sampled = sampled_negative_mask(valid, u, sampled_negatives, seed)
         s_auc, s_ok = auc_rows(sampled)
         add("auc_sampled_all", s_auc)
@@ -282,6 +290,8 @@ def evaluate_split(
             recall, ndcg = _expected_topk(greater, ties, int(k))
             topk_sums[k][0] += float(recall.sum())
             topk_sums[k][1] += float(ndcg.sum())
+            rows_out[f"recall_at_{k}"][start:start + b] = recall
+            rows_out[f"ndcg_at_{k}"][start:start + b] = ndcg
 
     out = {key: (sums[key] / counts[key] if counts[key] else math.nan) for key in METRIC_KEYS}
     for k in ks:
@@ -291,7 +301,37 @@ def evaluate_split(
     out["cold_users"] = int(cold_items[held[users]].sum()) if len(users) else 0
     out["cold_vs_cold_users"] = int(counts["auc_cold_vs_cold"])
     out["cold_items"] = int(cold_items.sum())
+    if per_user:
+        out["per_user"] = {"user": users, **rows_out}
     return out
+
+
+def paired_bootstrap(a, b, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Mean of a - b over users with a percentile bootstrap interval (users resampled with replacement).
+
+    ``a`` and ``b`` are one figure per user for two methods on the same users in the
+    same order (``evaluate_split(..., per_user=True)["per_user"][key]``); users where
+    either is NaN are left out. Pairing removes what the users share (some are easy
+    for every method), so the interval is that of the *difference*.
+
+    Returns:
+      {"diff": mean(a - b), "lo", "hi": the (1 - level) / 2 and (1 + level) / 2
+      quantiles of the resampled means, "users": how many pairs}.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired_bootstrap: per-user figures of shapes {a.shape} and {b.shape}, "
+                         "expected the same users in the same order")
+    d = (a - b)[np.isfinite(a) & np.isfinite(b)]
+    if d.size == 0:
+        return {"diff": math.nan, "lo": math.nan, "hi": math.nan, "users": 0}
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for r0 in range(0, resamples, 500):  # [500, n] draws at a time
+        n = min(500, resamples - r0)
+        means[r0:r0 + n] = d[rng.integers(0, d.size, size=(n, d.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi), "users": int(d.size)}
 
 
 def evaluate_workdir(workdir: str, which: str = "test", best: bool = True, sampled_negatives: int = 100,

@@ -132,7 +132,7 @@ def stage_of(layer_name: str) -> int:
 
 
 def build_efficientnet_lite(name: str, resolution: int, include_top: bool = True,
-                            classes: int = 1000) -> tf.keras.Model:
+                            classes: int = 1000, fixed_stages: int = 0) -> tf.keras.Model:
     """Builds an EfficientNet-Lite variant (weights freshly initialised; see ``load_torch_weights``).
 
     Args:
@@ -141,6 +141,8 @@ def build_efficientnet_lite(name: str, resolution: int, include_top: bool = True
       include_top: end with dropout + the ``predictions`` dense layer (logits);
         else with the global average pool ``avg_pool`` (float [B, 1280]).
       classes: size of the logits with ``include_top``.
+      fixed_stages: stages 0..fixed_stages-1 get no stochastic depth (a backbone's
+        frozen stages: a fixed feature extractor, the same in training and inference).
 
     Returns:
       A functional ``tf.keras.Model`` named ``name`` mapping float [B, R, R, 3] in
@@ -173,7 +175,7 @@ def build_efficientnet_lite(name: str, resolution: int, include_top: bool = True
         h = conv_bn(h, c_out, 1, f"{prefix}_project", relu=False)
         if stride == 1 and c_in == c_out:
             rate = DROP_PATH_RATE * b / len(blocks)
-            if rate > 0:  # one draw per example: the whole residual branch is kept or dropped
+            if rate > 0 and stage >= fixed_stages:  # one draw per example: the whole residual branch is kept or dropped
                 h = L.Dropout(rate, noise_shape=(None, 1, 1, 1), name=f"{prefix}_drop")(h)
             h = L.Add(name=f"{prefix}_add")([h, x])
         x = h

@@ -50,12 +50,14 @@ def build_backbone_tower(backbone: str, model_cfg, resolution: int, name: str = 
 
     ``model_cfg.frozen_stages`` = N > 0 freezes the backbone's stages 0..N-1
     (stem = 0, MBConv stages 1..7, head conv = 8): their layers are not
-    trainable, so their batch norm also runs in inference mode.
+    trainable, so their batch norm also runs in inference mode, and they get no
+    stochastic depth: in training they compute what they compute at inference,
+    which is what lets ``split_frozen`` cache their output.
     """
     if not 0 <= model_cfg.frozen_stages <= el.NUM_STAGES:
         raise ValueError(f"model.frozen_stages={model_cfg.frozen_stages}: expected 0..{el.NUM_STAGES} "
                          f"(stem, 7 MBConv stages, head conv)")
-    net = el.build_efficientnet_lite(backbone, resolution, include_top=False)
+    net = el.build_efficientnet_lite(backbone, resolution, include_top=False, fixed_stages=model_cfg.frozen_stages)
     for layer in net.layers:
         if 0 <= el.stage_of(layer.name) < model_cfg.frozen_stages:
             layer.trainable = False
@@ -143,6 +145,34 @@ def feature_model(tower: tf.keras.Model, model_cfg) -> tf.keras.Model:
     """tower input -> its frozen features (CNN-F: fc7 [B, fc_units]; backbones: pooled [B, 1280])."""
     layer = tower.get_layer(get(model_cfg.tower).feature_layer)
     return tf.keras.Model(tower.input, layer.output, name="features")
+
+
+def backbone_of(tower: tf.keras.Model, model_cfg) -> tf.keras.Model | None:
+    """The nested backbone model of a backbone tower (None for CNN-F)."""
+    return tower.get_layer(model_cfg.tower) if get(model_cfg.tower).load_weights is not None else None
+
+
+def split_frozen(tower: tf.keras.Model, model_cfg) -> tuple[tf.keras.Model, tf.keras.Model]:
+    """(lower, upper) with ``upper(lower(X)) == tower(X)``, cut after the backbone's frozen stages.
+
+    ``lower``: images [B, R, R, 3] -> the output of stage ``model.frozen_stages - 1``
+    (fixed weights, no stochastic depth: the same in training and inference);
+    ``upper``: those activations -> Phi [B, K], the trainable rest (later stages,
+    pooling, dropout, ``embedding``). Both share the tower's layers and weights,
+    so training ``upper`` trains the tower. Cuts fall between stages, where no
+    residual connection crosses.
+    """
+    net = backbone_of(tower, model_cfg)
+    if net is None or not 0 < model_cfg.frozen_stages <= el.NUM_STAGES:
+        raise ValueError(f"model.frozen_stages={model_cfg.frozen_stages} with model.tower={model_cfg.tower}: "
+                         f"only a backbone tower with frozen stages (1..{el.NUM_STAGES}) splits")
+    cut = [layer for layer in net.layers if 0 <= el.stage_of(layer.name) < model_cfg.frozen_stages][-1]
+    lower = tf.keras.Model(net.input, cut.output, name="frozen_stages")
+    activations = tf.keras.Input(cut.output.shape[1:], name="activations")
+    x = tf.keras.Model(cut.output, net.output, name=f"{net.name}_upper")(activations)
+    for name in ("features", "drop_features", "embedding"):
+        x = tower.get_layer(name)(x)
+    return lower, tf.keras.Model(activations, x, name="trainable_stages")
 
 
 def pretrained_backbone(name: str, resolution: int) -> tf.keras.Model:

@@ -20,6 +20,9 @@ The Task API (subclass ``Task``; only ``build``, ``checkpoint_items``,
     initialize()              # HOST (optional): only when W holds no checkpoint yet,
                               # e.g. copy pre-trained weights in (a resumed run gets
                               # them from its checkpoint, so their source may be gone).
+    ready()                   # HOST (optional): after the restore or initialize(), before
+                              # the first step: state computed from the weights as they
+                              # now are (e.g. a table of a frozen backbone's outputs).
     checkpoint_items() -> {name: trackable}
                               # models, optimizers, anything stateful to save.
                               # "step" is reserved for the loop's step counter.
@@ -162,6 +165,9 @@ class Task:
     def initialize(self) -> None:
         return None
 
+    def ready(self) -> None:
+        return None
+
     def checkpoint_items(self) -> dict:
         raise NotImplementedError
 
@@ -274,6 +280,7 @@ def run(task: Task, train_cfg, workdir: str, strategy: tf.distribute.Strategy | 
             ckpt.restore(latest).assert_existing_objects_matched()
         else:
             task.initialize()
+        task.ready()
         start = int(step.numpy())
         manager = tf.train.CheckpointManager(
             ckpt, ckpt_dir if chief else os.path.join(scratch, "ckpt"),

@@ -26,6 +26,7 @@ cache training read, else the raw data again).
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -74,7 +75,12 @@ def build_scorer(model: DVBPR, images: np.ndarray, batch_size: int = 256):
     Item embeddings E are computed once, when the scorer is built; the model's
     later weight updates do not affect it (build a new scorer after training).
     """
-    item_emb = embed_items(model, images, batch_size)
+    return scorer_from(model, embed_items(model, images, batch_size))
+
+
+def scorer_from(model: DVBPR, item_emb: np.ndarray):
+    """``build_scorer``'s scorer over item embeddings already computed (float32 [N, K])."""
+    item_emb = np.asarray(item_emb, np.float32)
     theta = model.user_embedding.embeddings.numpy().astype(np.float32)
 
     def score_fn(user_idx):
@@ -83,6 +89,21 @@ def build_scorer(model: DVBPR, images: np.ndarray, batch_size: int = 256):
     score_fn.item_embeddings = item_emb
     score_fn.user_vectors = theta
     return score_fn
+
+
+def frozen_activations(lower: tf.keras.Model, images: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """``lower`` (a backbone's frozen stages) on every item: float16 [N, h, w, c], with a progress line."""
+    out = None
+    started = time.perf_counter()
+    for i in range(0, len(images), chunk):
+        part = embed_in_batches(lower, images, batch_size=128, items=np.arange(i, min(i + chunk, len(images))))
+        if out is None:
+            out = np.empty((len(images),) + part.shape[1:], np.float16)
+            print(f"[dvbpr] caching the frozen stages' output for {len(images)} items: {list(out.shape[1:])} "
+                  f"float16 each, {out.nbytes / 2**20:.0f} MiB", flush=True)
+        out[i:i + len(part)] = part
+    print(f"[dvbpr] cached in {time.perf_counter() - started:.0f} s", flush=True)
+    return out
 
 
 # --------------------------------------------------------------------------- the task
@@ -119,9 +140,23 @@ class DVBPRTask(loop.Task):
     def build(self, strategy):
         cfg = self.cfg
         self.model = build_dvbpr(cfg.model, self.split.num_users, cfg.data.resolution)
+        # A backbone tower trains with its own Adam (train.backbone_learning_rate), the rest
+        # (users, embedding head, CNN-F) with train.learning_rate.
+        backbone = towers.backbone_of(self.model.item_tower, cfg.model)
+        ids = {id(v) for v in backbone.trainable_variables} if backbone is not None else set()
+        self.backbone_variables = [v for v in self.model.trainable_variables if id(v) in ids]
+        self.head_variables = [v for v in self.model.trainable_variables if id(v) not in ids]
         self.optimizer = loop.build_optimizer(cfg.train.learning_rate, cfg.train.mixed_precision)
         # Slots now (not at the first step), so a restored checkpoint fills them at once.
-        self.optimizer.build(self.model.trainable_variables)
+        self.optimizer.build(self.head_variables)
+        self.backbone_optimizer = None
+        if backbone is not None:
+            self.backbone_optimizer = loop.build_optimizer(
+                cfg.train.backbone_learning_rate or cfg.train.learning_rate, cfg.train.mixed_precision)
+            self.backbone_optimizer.build(self.backbone_variables)
+        self.upper = None
+        if cfg.model.cache_frozen and backbone is not None and cfg.model.frozen_stages > 0:
+            self.lower, self.upper = towers.split_frozen(self.model.item_tower, cfg.model)
 
     def initialize(self):
         # Only for a fresh run: a resumed one has the tower in its checkpoint, so the
@@ -136,11 +171,25 @@ class DVBPRTask(loop.Task):
         # Outside the strategy's scope and pinned to the host CPU: a plain (not
         # mirrored) variable every replica reads, so the table is stored once per
         # worker and gathers run next to it (only the batch's pixels move).
+        cfg = self.cfg.model
+        if cfg.cache_frozen and cfg.frozen_stages > 0 and towers.get(cfg.tower).load_weights is not None:
+            return  # the step reads the frozen stages' outputs instead (ready())
         with tf.device("/cpu:0"):
             self.image_table = tf.Variable(np.asarray(self.images), trainable=False, name="image_table")
 
+    def ready(self):
+        if self.upper is None:
+            return
+        # The frozen stages' weights are final now (restored or initialised): their output per item, once.
+        self.activations = frozen_activations(self.lower, self.images)
+        with tf.device("/cpu:0"):
+            self.activation_table = tf.Variable(self.activations, trainable=False, name="activation_table")
+
     def checkpoint_items(self):
-        return {"model": self.model, "optimizer": self.optimizer}
+        items = {"model": self.model, "optimizer": self.optimizer}
+        if self.backbone_optimizer is not None:
+            items["backbone_optimizer"] = self.backbone_optimizer
+        return items
 
     def make_dataset(self, strategy, start_step):
         from tfmodels.data.sampler import distributed_triples
@@ -152,10 +201,15 @@ class DVBPRTask(loop.Task):
     def train_step(self, batch):
         t = self.cfg.train
         users, pos, neg = batch["user"], batch["pos"], batch["neg"]
-        pixels = to_model_input(tf.gather(self.image_table, tf.concat([pos, neg], axis=0)))
-        variables = self.model.trainable_variables
+        items = tf.concat([pos, neg], axis=0)
+        if self.upper is None:
+            inputs, tower = to_model_input(tf.gather(self.image_table, items)), self.model.item_embeddings
+        else:
+            inputs = tf.cast(tf.gather(self.activation_table, items), tf.float32)
+            tower = lambda x, training: tf.cast(self.upper(x, training=training), tf.float32)  # noqa: E731
+        variables = self.head_variables + self.backbone_variables
         with tf.GradientTape() as tape:
-            phi = self.model.item_embeddings(pixels, training=True)
+            phi = tower(inputs, training=True)
             phi_i, phi_j = tf.split(phi, 2, axis=0)
             theta = self.model.user_vectors(users)
             x_ui = tf.reduce_sum(theta * phi_i, axis=-1)
@@ -168,14 +222,22 @@ class DVBPRTask(loop.Task):
             reg_cnn = loop.scale_regularization(t.lambda_cnn * self.model.cnn_l2() / global_batch)
             loss = loop.average_loss(per_example) + reg_cnn
         grads = loop.compute_gradients(tape, self.optimizer, loss, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        n = len(self.head_variables)
+        self.optimizer.apply_gradients(zip(grads[:n], self.head_variables))
+        if self.backbone_optimizer is not None:
+            self.backbone_optimizer.apply_gradients(zip(grads[n:], self.backbone_variables))
         bpr = loop.average_loss(bpr_loss_per_example(x_ui, x_uj))
         return {"loss": loss, "bpr": bpr, "reg_theta": loop.average_loss(per_example) - bpr,
                 "reg_cnn": reg_cnn,
                 "pair_acc": loop.average_loss(tf.cast(x_ui > x_uj, tf.float32))}
 
     def scorer(self):
-        return build_scorer(self.model, self.images)
+        if self.upper is None:
+            return build_scorer(self.model, self.images)
+        # The same embeddings as the whole tower gives (up to float16 rounding), at a fraction of the cost.
+        emb = np.concatenate([self.upper(tf.cast(self.activations[i:i + 1024], tf.float32), training=False).numpy()
+                              for i in range(0, len(self.activations), 1024)])
+        return scorer_from(self.model, emb)
 
     def evaluate(self, step):
         scorer = self.scorer()
