@@ -193,3 +193,28 @@ def test_bad_scorer_and_bad_split_raise():
         evaluation.evaluate_split(lambda u: np.full((len(u), split.num_items), np.nan, np.float32), split)
     with pytest.raises(ValueError, match="which"):
         evaluation.evaluate_split(lambda u: None, split, "train")
+
+
+def test_per_user_figures_average_to_the_totals_and_pair_in_the_bootstrap():
+    split = make_split()
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(split.num_users, split.num_items)).astype(np.float32)
+    out = evaluation.evaluate_split(table_scorer(scores), split, "test", per_user=True, batch_users=7)
+    per = out["per_user"]
+    assert len(per["user"]) == out["users"]
+    for key in ("auc_all", "auc_cold_vs_cold", "recall_at_10", "ndcg_at_10"):
+        assert math.isclose(np.nanmean(per[key]), out[key], rel_tol=1e-9), key
+    assert np.isfinite(per["auc_cold_vs_cold"]).sum() == out["cold_vs_cold_users"]
+
+    better = scores.copy()
+    better[np.arange(split.num_users), split.test_item] += 1.0  # the held-out item moves up for everyone
+    b = evaluation.evaluate_split(table_scorer(better), split, "test", per_user=True)["per_user"]
+    ci = evaluation.paired_bootstrap(b["auc_all"], per["auc_all"], resamples=1000)
+    assert ci["users"] == out["users"] and 0 < ci["lo"] <= ci["diff"] <= ci["hi"]
+    same = evaluation.paired_bootstrap(per["auc_all"], per["auc_all"])
+    assert same["diff"] == same["lo"] == same["hi"] == 0.0
+    # Users without a figure (NaN) drop out of the pairs; mismatched users are refused.
+    assert evaluation.paired_bootstrap(per["auc_cold_vs_cold"], b["auc_cold_vs_cold"])["users"] == \
+        out["cold_vs_cold_users"]
+    with pytest.raises(ValueError, match="same users in the same order"):
+        evaluation.paired_bootstrap(per["auc_all"], per["auc_all"][1:])
