@@ -23,7 +23,9 @@ Files in ``OUT``::
     search.json    what was searched (kind, trials, seed, budget, metric, config,
                    every trial's settings): a rerun must ask for the same search
     trials.jsonl   one line per finished trial: settings, --set strings, the
-                   validation metrics at its best checkpoint, steps, seconds
+                   validation metrics at its best checkpoint, steps, what stopped
+                   it (steps, minutes, or diverged: a non-finite loss, whose
+                   value is that of its best checkpoint before, if any), seconds
     best.json      the chosen trial: its settings as --set strings and its metric
     tune.md        the trials as a table
     trial_XX/      the trials' work directories
@@ -251,7 +253,12 @@ def tune(cfg, kind: str, out: str, budget_minutes: float, trials: int = 8, seed:
         trial_cfg = config_lib.apply_overrides(copy.deepcopy(cfg), set_flags(trial) + [f"train.minutes={minutes}"])
         workdir = os.path.join(out, name)
         start = time.time()
-        summary = kinds.get(kind).train(trial_cfg, workdir)
+        try:
+            summary = kinds.get(kind).train(trial_cfg, workdir)
+        except FloatingPointError as e:  # a diverging setting is an outcome of the search, not its end
+            log(f"[tune] {name}: {e}")
+            info = workdir_lib.read_json(os.path.join(workdir, workdir_lib.MODEL)) or {}
+            summary = {"step": info.get("step", 0), "stopped": "diverged"}
         best = workdir_lib.read_json(os.path.join(workdir, "best", "best.json")) or {}
         metrics = best.get("metrics", {})
         record = {"trial": t, "workdir": workdir, "settings": trial, "set": set_flags(trial),

@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="folder OUT of the search (created; resumed if it holds one)")
     p.add_argument("--budget-minutes", type=float, required=True, metavar="N",
                    help="training minutes of the whole search, split equally over the trials")
-    p.add_argument("--trials", type=int, default=8, metavar="T", help="number of trials (trial 0 = the preset; default 8)")
+    p.add_argument("--trials", type=int, default=8, metavar="T",
+                   help="number of trials (trial 0 = the preset; default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the drawn settings (default 0)")
     p.add_argument("--metric", default="auc_all", choices=METRIC_KEYS,
                    help="validation metric to maximise (default auc_all; auc_cold_vs_cold is the main cold figure)")
