@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = [
     "tfmodels.cli.data",
     "tfmodels.cli.train",
+    "tfmodels.cli.tune",
     "tfmodels.cli.demo",
     "tfmodels.cli.evaluate",
     "tfmodels.cli.design",
