@@ -174,6 +174,9 @@ def test_frechet_floor_compares_equal_halves_of_the_real_set():
     near = gan_metrics.frechet_with_floor(real, fresh, cats, fake_cats, seed=1)
     far = gan_metrics.frechet_with_floor(real, fresh + 2.0, cats, fake_cats, seed=1)
     assert near["floor"] == same["floor"] and near["ratio"] < 3 and far["ratio"] > 10
+    # A floor passed back in (same real rows, seed and counts: the same split) is used as it is.
+    again = gan_metrics.frechet_with_floor(real, fresh + 2.0, cats, fake_cats, seed=1, floor=near["floor"])
+    assert again["frechet"] == far["frechet"] and again["floor"] == near["floor"]
     with pytest.raises(ValueError, match="for both sets or for neither"):
         gan_metrics.frechet_with_floor(real, real, cats, None)
 

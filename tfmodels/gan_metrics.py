@@ -105,7 +105,7 @@ def real_vs_real_floor(features: np.ndarray, seed: int = 0) -> dict:
 
 
 def frechet_with_floor(real_features: np.ndarray, fake_features: np.ndarray, real_categories=None,
-                       fake_categories=None, seed: int = 0) -> dict:
+                       fake_categories=None, seed: int = 0, floor: float | None = None) -> dict:
     """Frechet distance of generated features to one half of the real ones, beside the real-vs-real floor.
 
     The real rows are split at random into disjoint halves A and B; per category c (one category
@@ -118,6 +118,9 @@ def frechet_with_floor(real_features: np.ndarray, fake_features: np.ndarray, rea
       real_features: [N, F]; fake_features: [M, F].
       real_categories / fake_categories: int [N] / [M], or both None.
       seed: seeds the split and the subsample.
+      floor: the floor an earlier call returned for the same real rows, real categories, seed and
+        generated counts per category (the same split, so the same floor): skips its recomputation,
+        half the cost in 1,280 dimensions.
 
     Returns:
       {"frechet": FD(generated', A), "floor": FD(B, A), "ratio": frechet / floor, "count": |A|,
@@ -143,7 +146,8 @@ def frechet_with_floor(real_features: np.ndarray, fake_features: np.ndarray, rea
         raise ValueError(f"frechet_with_floor: need at least 2 rows per half; {len(real_features)} real and "
                          f"{len(fake_features)} generated rows give {len(a)}")
     frechet = frechet_distance(fake_features[f], real_features[a])
-    floor = frechet_distance(real_features[b], real_features[a])
+    if floor is None:
+        floor = frechet_distance(real_features[b], real_features[a])
     return {"frechet": frechet, "floor": floor, "ratio": frechet / floor if floor > 0 else float("inf"),
             "count": int(len(a)), "halves": (a, b), "fake_rows": f}
 
