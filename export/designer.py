@@ -27,7 +27,8 @@ Signatures (keys from ``export.signatures``):
 
 Categories are addressed by name, case-insensitively (a decimal index such as "2"
 works too); the learning rate, latent constraint, category term (its classifier is
-saved in the SavedModel), inversion settings and proximity come from the
+saved in the SavedModel), trust radius, realism floor (its thresholds are constants in the
+graph), inversion settings and proximity come from the
 Designer's ``config`` (by default the GAN work directory's ``design`` section, see
 ``tfmodels.design.build_designer``) and are written in the model card.
 
@@ -70,6 +71,7 @@ class DesignerModule(tf.Module):
                  user_vectors: np.ndarray, user_ids, category_names, rec_resolution: int, loss: str = "lsgan",
                  learning_rate: float = 0.1, invert_starts: int = 4, invert_steps: int = 200,
                  proximity: float = 1.0, latent: str = "free", classifier=None, category_weight: float = 0.0,
+                 trust_radius: float = 0.0, floor_weight: float = 0.0, floor_thresholds=None,
                  name: str = S.DESIGNER):
         super().__init__(name=name)
         user_vectors = np.asarray(user_vectors, np.float32)
@@ -95,6 +97,10 @@ class DesignerModule(tf.Module):
         self.latent = latent
         self.category_weight = float(category_weight)
         self.classifier = classifier if self.category_weight > 0 else None
+        self.trust_radius = float(trust_radius)
+        self.floor_weight = float(floor_weight)
+        self.floor_thresholds = (None if self.floor_weight <= 0 or floor_thresholds is None
+                                 else [float(t) for t in np.asarray(floor_thresholds, np.float32).reshape(-1)])
         self.user_vectors = tf.Variable(user_vectors, trainable=False, name="user_vectors")
         self.user_table = string_table(user_ids, "user_ids")
         lowered = [n.lower() for n in names]
@@ -109,10 +115,12 @@ class DesignerModule(tf.Module):
         self._known_categories = ", ".join(names)
         # The in-graph optimisation of tfmodels.design, wrapped unchanged. A plain
         # namespace is not tracked, so they are not saved as extra module functions.
-        build_args = (generator, discriminator, item_tower, self.rec_resolution, loss, latent, self.classifier,
-                      self.category_weight)
-        self._fns = types.SimpleNamespace(design=design_lib.build_design_fn(*build_args),
-                                          modify=design_lib.build_modify_fn(*build_args))
+        build_args = (generator, discriminator, item_tower, self.rec_resolution, loss)
+        options = dict(latent=latent, classifier=self.classifier, category_weight=self.category_weight,
+                       trust_radius=self.trust_radius, floor_weight=self.floor_weight,
+                       floor_thresholds=self.floor_thresholds)
+        self._fns = types.SimpleNamespace(design=design_lib.build_design_fn(*build_args, **options),
+                                          modify=design_lib.build_modify_fn(*build_args, **options))
 
     # -- helpers (graph code)
 
@@ -231,23 +239,25 @@ class DesignerModule(tf.Module):
                 "rec_resolution": self.rec_resolution, "noise_dim": self.noise_dim, "loss": self.loss,
                 "learning_rate": self.learning_rate, "invert_starts": self.invert_starts,
                 "invert_steps": self.invert_steps, "proximity": self.proximity, "latent": self.latent,
-                "category_weight": self.category_weight,
+                "category_weight": self.category_weight, "trust_radius": self.trust_radius,
+                "floor_weight": self.floor_weight, "floor_thresholds": self.floor_thresholds,
                 "max_images": MAX_IMAGES, "max_steps": MAX_STEPS}
 
 
 def build_designer_module(designer) -> DesignerModule:
     """A ``DesignerModule`` from a ``tfmodels.design.Designer`` (``tfmodels.design.build_designer``).
 
-    The fixed settings of the signatures (learning rate, inversion starts and steps, proximity,
-    latent constraint, category weight) are the Designer's ``config``; ``design`` and ``modify``
-    take steps and eta per request.
+    The fixed settings of the signatures (learning rate, inversion starts and steps, proximity, and the
+    objective's graph-changing options of ``tfmodels.design.objective_options``: latent constraint,
+    category term, trust radius, realism floor with its per-category thresholds) are the Designer's
+    ``config``; ``design`` and ``modify`` take steps and eta per request.
     """
     d = designer.config
     return DesignerModule(designer.generator, designer.discriminator, designer.item_tower,
                           designer.user_vectors, designer.dataset.user_ids, designer.category_names,
                           designer.rec_resolution, designer.loss, learning_rate=d.learning_rate,
                           invert_starts=d.starts, invert_steps=d.invert_steps, proximity=d.proximity,
-                          latent=d.latent, classifier=designer.classifier, category_weight=d.category_weight)
+                          **design_lib.objective_options(designer))
 
 
 def warmup_inputs(module: DesignerModule, user_id: str, image_png: bytes) -> list:

@@ -123,6 +123,19 @@ def test_design_with_category_term_and_sphere(workdirs, capsys):
 
 
 @pytest.mark.slow
+def test_design_with_trust_region_and_realism_floor(workdirs, capsys):
+    rec, gan, root, _ = workdirs
+    code = main(["design", "--rec-workdir", rec, "--gan-workdir", gan, "--user", "user2", "--category", "bag",
+                 "--starts", "3", "--steps", "3", "--trust-radius", "0.2", "--realism-floor", "0.9",
+                 "--floor-weight", "5", "--out", str(root / "guards.png")])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["trust_radius"] == 0.2 and report["realism_floor"] == 0.9
+    np.testing.assert_allclose(report["objective"], np.array(report["scores"]) - np.array(report["realism"])
+                               - 5.0 * np.array(report["over_floor"]), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("extra, message", [
     (["--category-weight", "2"], "needs a category classifier"),
     (["--category-weight", "2", "--classifier-workdir", "REC"], "not a classifier"),

@@ -198,6 +198,17 @@ class DesignConfig:
     classifier_from: str = ""
     """Work directory of a category classifier (tfmodels train classifier) on the GAN's categories,
     for the category term."""
+    trust_radius: float = 0.0
+    """Cap on how far the search may move each code from its start z0: ||z - z0|| <= trust_radius * ||z0||,
+    enforced by projection after every Adam step (on the sphere: the spherical cap of that chord). Two
+    independent N(0, I) codes lie about 1.41 * ||z0|| apart. 0 = no cap (the paper's search)."""
+    realism_floor: float = 0.0
+    """q in (0, 1] of a realism floor: the objective gains - floor_weight * relu(realism - tau_c), tau_c =
+    the q-quantile of the realism penalty D gives the catalogue's real images of category c (at the GAN's
+    resolution), so designs may move freely while D finds them as real as a q-share of real items, and are
+    pushed back once they cross. 0 = no floor (the paper's objective)."""
+    floor_weight: float = 100.0
+    """Weight of the realism floor's hinge (used only when realism_floor > 0)."""
     invert_steps: int = 200
     """Steps of L1 GAN inversion for prototype modification."""
     proximity: float = 1.0

