@@ -7,18 +7,21 @@ sample when --hm-dir is given) this trains, in ``--out/<dataset>/<method>``:
    labels): VBPR's frozen features and DVBPR's optional initialisation;
 2. ``pop``, ``bpr-mf``, ``vbpr`` (features of 1), ``dvbpr`` (from scratch) and
    ``dvbpr-init`` (item tower initialised from 1, via ``model.init_from``),
-3. on request (``--methods``, not in the default set, whose budget they would
-   push past 60 minutes): ``vbpr-imagenet`` (VBPR on the frozen pooled ImageNet
-   features of EfficientNet-Lite0 at ``--backbone-resolution``,
+3. ``vbpr-imagenet`` (VBPR on the frozen pooled ImageNet features of
+   EfficientNet-Lite0 at ``--backbone-resolution``,
    ``baseline.features_from=imagenet:efficientnet_lite0@R``) and
-   ``dvbpr-imagenet`` (DVBPR whose tower is that backbone, from its ImageNet
-   weights, fine-tuned end to end above its ``--frozen-stages`` lowest stages),
+   ``dvbpr-imagenet`` (DVBPR whose tower is that backbone at the same R, from
+   its ImageNet weights, fine-tuned end to end above its ``--frozen-stages``
+   lowest stages, whose output is computed once per item: ``model.cache_frozen``),
 
 all with the shared training loop, validation AUC every ``train.eval_every``
 steps and the best checkpoint kept by validation ``auc_all``. Each method then
 gets its *best-on-validation* checkpoint evaluated on the *test* split by
 ``tfmodels.evaluation.evaluate_split`` (AUC all / cold / cold-vs-cold, full and
-sampled-100, recall@10, NDCG@10). On the simulated world the oracle AUC (true
+sampled-100, recall@10, NDCG@10), and the key differences between rows
+(``COMPARISONS``) get a paired bootstrap 95% interval over the test users
+(``tfmodels.evaluation.paired_bootstrap``; per-user figures in
+``<dataset>/per_user_test.npz``). On the simulated world the oracle AUC (true
 hidden scores of the simulated users) stands beside them, with the share of the
 oracle's margin above chance each method closes: (AUC - 0.5) / (oracle - 0.5).
 Beside the oracle stands a *learnable ceiling*: VBPR, trained like the VBPR row,
@@ -60,17 +63,23 @@ import numpy as np  # noqa: E402
 from tfmodels import files  # noqa: E402
 from _machine import info as machine_info  # noqa: E402
 
-METHODS = ("pop", "bpr-mf", "vbpr", "dvbpr", "dvbpr-init")
-BACKBONE_METHODS = ("vbpr-imagenet", "dvbpr-imagenet")
-"""Rows on the ImageNet EfficientNet-Lite0 backbone: frozen (VBPR) against fine-tuned (DVBPR); opt-in."""
+METHODS = ("pop", "bpr-mf", "vbpr", "dvbpr", "dvbpr-init", "vbpr-imagenet", "dvbpr-imagenet")
+"""The rows, in table order; the last two on the ImageNet EfficientNet-Lite0 backbone: frozen (VBPR) against
+fine-tuned (DVBPR)."""
 BACKBONE = "efficientnet_lite0"
+COMPARISONS = (("dvbpr-imagenet", "vbpr-imagenet"), ("dvbpr-init", "vbpr"), ("vbpr-imagenet", "vbpr"),
+               ("dvbpr-imagenet", "dvbpr-init"), ("vbpr", "pop"), ("vbpr-imagenet", "pop"))
+"""Pairs (a, b) whose per-user differences a - b get a paired bootstrap 95% interval."""
+CI_KEYS = ("auc_all", "auc_cold_vs_cold", "recall_at_10")
 COLUMNS = ("auc_all", "auc_cold", "auc_cold_vs_cold", "auc_sampled_all", "auc_sampled_cold",
            "recall_at_10", "ndcg_at_10")
 
 # Minutes of wall-clock training per method and data set (evaluations included).
+# With every row, cpu stays under 60 minutes per data set on one core of the development machine
+# (DVBPR's 3,000-step cap usually ends it first; the backbone rows add the feature/activation passes).
 BUDGETS = {
-    "cpu": {"classifier": 5.0, "pop": 1.0, "bpr-mf": 3.0, "vbpr": 3.0, "true-features": 3.0, "dvbpr": 20.0,
-            "dvbpr-init": 20.0, "vbpr-imagenet": 3.0, "dvbpr-imagenet": 20.0},
+    "cpu": {"classifier": 4.0, "pop": 1.0, "bpr-mf": 3.0, "vbpr": 3.0, "true-features": 3.0, "dvbpr": 12.0,
+            "dvbpr-init": 12.0, "vbpr-imagenet": 3.0, "dvbpr-imagenet": 12.0},
     "quick": {"classifier": 0.5, "pop": 0.2, "bpr-mf": 0.3, "vbpr": 0.3, "true-features": 0.3, "dvbpr": 0.7,
               "dvbpr-init": 0.7, "vbpr-imagenet": 0.3, "dvbpr-imagenet": 0.7},
 }
@@ -183,9 +192,12 @@ def run_dataset(name: str, args, log) -> dict:
                                   "metrics": result.get("metrics", {})})
         return result
 
+    per_user = {}
+
     def evaluate_test(method, score_fn, result):
         t0 = time.time()
-        metrics = evaluate_split(score_fn, split, "test", seed=0)
+        metrics = evaluate_split(score_fn, split, "test", seed=0, per_user=True)
+        per_user[method] = metrics.pop("per_user")
         row = {k: metrics.get(k) for k in COLUMNS}
         row.update(users=metrics["users"], cold_users=metrics["cold_users"],
                    cold_vs_cold_users=metrics["cold_vs_cold_users"], steps=int(result["step"]),
@@ -212,15 +224,19 @@ def run_dataset(name: str, args, log) -> dict:
         evaluate_test(method, kinds.load_scorer(w, best=True)[0], result)
         report["curves"][method] = read_curve(w)
 
-    def run_dvbpr(method, init_from="", **model_fields):
+    def run_dvbpr(method, init_from="", resolution=0, **model_fields):
         w = os.path.join(root, method)
         mcfg = budgeted(method)
         mcfg.model.init_from = init_from
         for key, value in model_fields.items():
             setattr(mcfg.model, key, value)
+        pixels = images
+        if resolution and resolution != cfg.data.resolution:
+            mcfg.data.resolution = resolution
+            pixels = load_images(dataset, resolution, cfg.data.cache_dir, skip_bad=cfg.data.skip_bad_images)
         # One strategy object per process for every run (see strategy.build_strategy).
         result = train_or_reuse(method, w, lambda: recommender.train_dvbpr_on(
-            mcfg, w, dataset, split, images, strategy=build_strategy(mcfg.train.strategy)))
+            mcfg, w, dataset, split, pixels, strategy=build_strategy(mcfg.train.strategy)))
         evaluate_test(method, kinds.load_scorer(w, best=True)[0], result)
         report["curves"][method] = read_curve(w)
 
@@ -231,7 +247,7 @@ def run_dataset(name: str, args, log) -> dict:
             c, w, d, s, features=feats, features_from="true simulated features"))
         report["true_features"] = report["methods"].pop("true-features")
 
-    methods = [m for m in METHODS + BACKBONE_METHODS if m in args.methods]
+    methods = [m for m in METHODS if m in args.methods]
     if {"vbpr", "dvbpr-init"} & set(methods):
         w = os.path.join(root, "classifier")
         ccfg = budgeted("classifier")
@@ -242,6 +258,9 @@ def run_dataset(name: str, args, log) -> dict:
                                                   else round(clf["train_seconds"] / 60, 2))}
         log(f"[{name}] classifier: {json.dumps(report['classifier'])}")
     clf_dir = os.path.abspath(os.path.join(root, "classifier"))
+    backbone_resolution = args.backbone_resolution or cfg.data.resolution
+    report["backbone"] = {"tower": BACKBONE, "resolution": backbone_resolution, "frozen_stages": args.frozen_stages,
+                          "backbone_learning_rate": cfg.train.backbone_learning_rate or cfg.train.learning_rate}
     for method in methods:
         t0 = time.time()
         if method == "vbpr":
@@ -251,17 +270,42 @@ def run_dataset(name: str, args, log) -> dict:
         elif method in ("dvbpr", "dvbpr-init"):
             run_dvbpr(method, init_from=clf_dir if method == "dvbpr-init" else "")
         elif method == "vbpr-imagenet":
-            cfg.baseline.features_from = f"imagenet:{BACKBONE}@{args.backbone_resolution or cfg.data.resolution}"
+            cfg.baseline.features_from = f"imagenet:{BACKBONE}@{backbone_resolution}"
             run_baseline(method, kinds.get("vbpr").train)
             cfg.baseline.features_from = ""
         elif method == "dvbpr-imagenet":
-            run_dvbpr(method, tower=BACKBONE, tower_weights="imagenet", frozen_stages=args.frozen_stages)
+            run_dvbpr(method, resolution=backbone_resolution, tower=BACKBONE, tower_weights="imagenet",
+                      frozen_stages=args.frozen_stages)
         else:
             run_baseline(method, kinds.get(method).train)
         log(f"[{name}] {method} done in {(time.time() - t0) / 60:.1f} min")
+    report["intervals"] = intervals(per_user)
+    for line in interval_lines(report["intervals"]):
+        log(f"[{name}] {line}")
+    np.savez(os.path.join(root, "per_user_test.npz"),
+             **{f"{m}/{k}": v for m, rows in per_user.items() for k, v in rows.items()})
     report["total_minutes"] = round((time.time() - t_data) / 60, 2)
     plot_curves(name, report, os.path.join(args.out, f"{name}_auc_vs_step.png"))
     return report
+
+
+def intervals(per_user: dict) -> list[dict]:
+    """Paired bootstrap 95% intervals over test users of a - b for the COMPARISONS both rows exist for."""
+    from tfmodels.evaluation import paired_bootstrap
+
+    out = []
+    for a, b in COMPARISONS:
+        if a in per_user and b in per_user:
+            for key in CI_KEYS:
+                out.append({"a": a, "b": b, "metric": key,
+                            **paired_bootstrap(per_user[a][key], per_user[b][key], resamples=2000, seed=0)})
+    return out
+
+
+def interval_lines(rows: list[dict]) -> list[str]:
+    return [f"{r['a']} - {r['b']}, {r['metric']}: {r['diff']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}] "
+            f"over {r['users']} users" + ("" if r["lo"] > 0 or r["hi"] < 0 else " (interval includes 0)")
+            for r in rows]
 
 
 def plot_curves(name: str, report: dict, path: str) -> None:
@@ -328,7 +372,7 @@ def markdown(results: dict) -> str:
         if has_oracle:
             head.append("oracle margin closed")
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for method in [m for m in METHODS + BACKBONE_METHODS if m in rep["methods"]]:
+        for method in [m for m in METHODS if m in rep["methods"]]:
             row = rep["methods"][method]
             cells = [method] + [fmt(row.get(k)) for k in COLUMNS] + [
                 f"{row['steps']} ({row.get('best_step')})", fmt(row.get("train_minutes"), 1)]
@@ -355,6 +399,19 @@ def markdown(results: dict) -> str:
             c = rep["classifier"]
             lines += ["", f"Pre-trained category classifier: accuracy {fmt(c['accuracy'])} on held-out items "
                           f"(majority class {fmt(c['chance'])}), {c['steps']} steps, {fmt(c['train_minutes'], 1)} min."]
+        if rep.get("intervals"):
+            lines += ["", "Paired differences a - b over the same test users, mean and bootstrap 95% interval "
+                          "(2,000 resamples of users):", "", "| a - b | metric | difference | 95% interval | users |",
+                      "|---|---|---:|---:|---:|"]
+            lines += [f"| {r['a']} - {r['b']} | {r['metric']} | {r['diff']:+.4f} | [{r['lo']:+.4f}, {r['hi']:+.4f}] "
+                      f"| {r['users']} |" for r in rep["intervals"]]
+        if "backbone" in rep and any(m.endswith("-imagenet") for m in rep["methods"]):
+            bb = rep["backbone"]
+            lines += ["", f"Backbone rows: {bb['tower']} from its ImageNet weights at {bb['resolution']} px; "
+                          f"vbpr-imagenet on its frozen pooled features; dvbpr-imagenet fine-tunes stages "
+                          f"{bb['frozen_stages']}..8 (of stem 0, MBConv 1-7, head conv 8) and the embedding "
+                          f"end to end with the BPR objective (backbone Adam rate {bb['backbone_learning_rate']:g}), "
+                          f"on the frozen stages' cached output."]
         u = next(iter(rep["methods"].values()), {})
         lines += ["", f"Test users: {u.get('users', '?')}, cold: {u.get('cold_users', '?')}, "
                       f"cold-vs-cold: {u.get('cold_vs_cold_users', '?')}.",
@@ -372,10 +429,11 @@ def main(argv=None) -> int:
                    help="comma-separated: garments, hm (hm needs --hm-dir; skipped without it)")
     p.add_argument("--hm-dir", default="", help="folder of the H&M sample (e.g. ../shared/data/hm)")
     p.add_argument("--methods", default=",".join(METHODS),
-                   help=f"comma-separated subset of {','.join(METHODS + BACKBONE_METHODS)} (default: {','.join(METHODS)})")
+                   help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
     p.add_argument("--backbone-resolution", type=int, default=0,
-                   help="image side of vbpr-imagenet's frozen features (default: the preset's data.resolution)")
-    p.add_argument("--frozen-stages", type=int, default=4,
+                   help="image side of the backbone rows (vbpr-imagenet's frozen features, dvbpr-imagenet's "
+                        "input; default: the preset's data.resolution)")
+    p.add_argument("--frozen-stages", type=int, default=6,
                    help="dvbpr-imagenet: lowest backbone stages kept at their ImageNet weights (0-9, model.frozen_stages)")
     p.add_argument("--baseline-max-steps", type=int, default=0,
                    help="step cap of BPR-MF and VBPR (default: 5x the preset's train.steps; they are fast, "
@@ -389,9 +447,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="output folder (work directories, tables, plots)")
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = set(args.methods) - set(METHODS + BACKBONE_METHODS)
+    unknown = set(args.methods) - set(METHODS)
     if unknown:
-        p.error(f"unknown methods {sorted(unknown)}; choose from {METHODS + BACKBONE_METHODS}")
+        p.error(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
     names = [d.strip() for d in args.datasets.split(",") if d.strip()]
     if "hm" in names and not (args.hm_dir and os.path.isdir(args.hm_dir)):
         print(f"skipping hm: --hm-dir {args.hm_dir!r} is not a folder", flush=True)

@@ -345,3 +345,30 @@ def test_cached_frozen_stages_train_the_same_tower_and_the_backbone_has_its_own_
     whole = task.scorer()
     users = np.arange(4)
     np.testing.assert_allclose(cached(users), whole(users), rtol=2e-2, atol=2e-2 * np.abs(whole(users)).max())
+
+
+def test_l2_sp_pulls_the_kernels_to_where_they_started(tmp_path):
+    """train.lambda_cnn_to=start: sum ||W - W_0||^2 (0 at the start), W_0 checkpointed; zero shrinks W."""
+    from test_train_support import colour_world
+    from tfmodels.training.recommender import load_dvbpr, train_dvbpr_on
+
+    dataset, split, images = colour_world(resolution=32)
+    norms = {}
+    for to in ("zero", "start"):
+        cfg = tiny_config(steps=4, steps_per_loop=1, eval_every=0, checkpoint_every=2, lambda_cnn=50.0,
+                          learning_rate=1e-2, lambda_cnn_to=to)
+        out = train_dvbpr_on(cfg, str(tmp_path / to), dataset, split, images, evaluate_fn=_cheap_eval)
+        model = load_dvbpr(str(tmp_path / to), best=False)[0]
+        norms[to] = sum(float(np.sum(k.numpy() ** 2)) for k in towers.kernel_variables(model.item_tower))
+        assert out["step"] == 4 and np.isfinite(out["losses"]["loss"])
+        if to == "start":
+            ckpt = tf.train.load_checkpoint(str(tmp_path / to / "ckpt"))
+            starts = [n for n in ckpt.get_variable_to_shape_map() if n.startswith("kernel_start/")]
+            assert len(starts) == len(towers.kernel_variables(model.item_tower))
+            start_norm = sum(float(np.sum(ckpt.get_tensor(n) ** 2)) for n in starts)
+            # Both runs start from the same seeded weights: L2-SP keeps their size, L2 to zero shrinks them.
+            assert 0.8 * start_norm < norms["start"] < 1.25 * start_norm
+    assert norms["zero"] < 0.5 * norms["start"]
+    bad = tiny_config(lambda_cnn_to="init")
+    with pytest.raises(ValueError, match="train.lambda_cnn_to='init': expected zero or start"):
+        train_dvbpr_on(bad, str(tmp_path / "bad"), dataset, split, images, evaluate_fn=_cheap_eval)

@@ -116,6 +116,10 @@ class TrainConfig:
     """L2 weight on the batch's user vectors (DVBPR)."""
     lambda_cnn: float = 1e-3
     """L2 weight on CNN kernels, not biases (DVBPR)."""
+    lambda_cnn_to: str = "zero"
+    """Where the lambda_cnn term pulls the tower's kernels: zero (the paper's sum ||W||^2) or start
+    (L2-SP, sum ||W - W_0||^2 toward the weights the tower started from: ImageNet weights or model.init_from),
+    which keeps what pre-training learned instead of shrinking it."""
     steps_per_loop: int = 50
     """Steps run inside one tf.function call between host-side logging."""
     eval_every: int = 1000

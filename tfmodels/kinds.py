@@ -79,7 +79,7 @@ KINDS = {k.name: k for k in (
          DATA_KEYS + ("baseline.latent_dim", "baseline.visual_dim", "baseline.features_from"),
          scorer_fn=f"{_BASE}:load_scorer"),
     Kind("dvbpr", "DVBPR: the CNN item tower trained jointly with user vectors by BPR (the paper's model)",
-         f"{_REC}:train_dvbpr", "train.steps", DATA_KEYS + TOWER_KEYS, scorer_fn=f"{_REC}:load_scorer"),
+         f"{_REC}:train_dvbpr", "train.steps", DATA_KEYS + TOWER_KEYS + ("train.lambda_cnn_to",), scorer_fn=f"{_REC}:load_scorer"),
     Kind("classifier", "the category classifier: the project's own pre-trained CNN (DVBPR's model.init_from, "
          "VBPR's features, the design's category term)", "tfmodels.training.classifier:train_classifier",
          "classifier.steps", IMAGE_KEYS + TOWER_KEYS),

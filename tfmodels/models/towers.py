@@ -203,8 +203,13 @@ def kernel_variables(tower: tf.keras.Model) -> list[tf.Variable]:
     return out
 
 
-def kernel_l2(tower: tf.keras.Model) -> tf.Tensor:
-    """sum over the tower's trainable kernels W of ||W||^2, float32 scalar."""
+def kernel_l2(tower: tf.keras.Model, center=None) -> tf.Tensor:
+    """sum over the tower's trainable kernels W of ||W||^2 (or ||W - W_0||^2, W_0 in ``center``), float32 scalar.
+
+    ``center``: tensors in ``kernel_variables(tower)`` order (L2-SP's starting weights).
+    """
     kernels = kernel_variables(tower)
-    return tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32))) for w in kernels]) if kernels \
-        else tf.zeros([], tf.float32)
+    if center is None:
+        center = [0.0] * len(kernels)
+    return tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32) - tf.cast(c, tf.float32)))
+                     for w, c in zip(kernels, center)]) if kernels else tf.zeros([], tf.float32)

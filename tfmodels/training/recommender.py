@@ -154,6 +154,14 @@ class DVBPRTask(loop.Task):
             self.backbone_optimizer = loop.build_optimizer(
                 cfg.train.backbone_learning_rate or cfg.train.learning_rate, cfg.train.mixed_precision)
             self.backbone_optimizer.build(self.backbone_variables)
+        if cfg.train.lambda_cnn_to not in ("zero", "start"):
+            raise ValueError(f"train.lambda_cnn_to={cfg.train.lambda_cnn_to!r}: expected zero or start")
+        self.kernel_start = None
+        if cfg.train.lambda_cnn_to == "start":
+            # W_0 of L2-SP, set by initialize() and kept in the checkpoint (a resumed run pulls to the same W_0).
+            self.kernel_start = tf.Module(name="kernel_start")
+            self.kernel_start.values = [tf.Variable(tf.zeros_like(k), trainable=False)
+                                        for k in towers.kernel_variables(self.model.item_tower)]
         self.upper = None
         if cfg.model.cache_frozen and backbone is not None and cfg.model.frozen_stages > 0:
             self.lower, self.upper = towers.split_frozen(self.model.item_tower, cfg.model)
@@ -166,6 +174,9 @@ class DVBPRTask(loop.Task):
             print(f"[dvbpr] {self.cfg.model.tower} item tower initialised with {loaded}", flush=True)
         if self.cfg.model.init_from:
             load_pretrained_into(self.model, self.cfg.model.init_from)
+        if self.kernel_start is not None:
+            for start, kernel in zip(self.kernel_start.values, towers.kernel_variables(self.model.item_tower)):
+                start.assign(kernel)
 
     def build_inputs(self, strategy):
         # Outside the strategy's scope and pinned to the host CPU: a plain (not
@@ -189,6 +200,8 @@ class DVBPRTask(loop.Task):
         items = {"model": self.model, "optimizer": self.optimizer}
         if self.backbone_optimizer is not None:
             items["backbone_optimizer"] = self.backbone_optimizer
+        if self.kernel_start is not None:
+            items["kernel_start"] = self.kernel_start
         return items
 
     def make_dataset(self, strategy, start_step):
@@ -219,7 +232,9 @@ class DVBPRTask(loop.Task):
             # term once; we divide all of it by the global batch size B.
             global_batch = tf.cast(tf.shape(users)[0] * tf.distribute.get_replica_context().num_replicas_in_sync,
                                    tf.float32)
-            reg_cnn = loop.scale_regularization(t.lambda_cnn * self.model.cnn_l2() / global_batch)
+            l2 = self.model.cnn_l2() if self.kernel_start is None else towers.kernel_l2(
+                self.model.item_tower, center=self.kernel_start.values)
+            reg_cnn = loop.scale_regularization(t.lambda_cnn * l2 / global_batch)
             loss = loop.average_loss(per_example) + reg_cnn
         grads = loop.compute_gradients(tape, self.optimizer, loss, variables)
         n = len(self.head_variables)
