@@ -433,7 +433,7 @@ def main(argv=None) -> int:
     p.add_argument("--backbone-resolution", type=int, default=0,
                    help="image side of the backbone rows (vbpr-imagenet's frozen features, dvbpr-imagenet's "
                         "input; default: the preset's data.resolution)")
-    p.add_argument("--frozen-stages", type=int, default=6,
+    p.add_argument("--frozen-stages", type=int, default=7,
                    help="dvbpr-imagenet: lowest backbone stages kept at their ImageNet weights (0-9, model.frozen_stages)")
     p.add_argument("--baseline-max-steps", type=int, default=0,
                    help="step cap of BPR-MF and VBPR (default: 5x the preset's train.steps; they are fast, "
