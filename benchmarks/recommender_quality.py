@@ -148,6 +148,7 @@ def run_dataset(name: str, args, log) -> dict:
     budgets = dict(BUDGETS["quick" if args.quick else "cpu"])
     if args.budget_scale != 1.0:
         budgets = {k: v * args.budget_scale for k, v in budgets.items()}
+    budgets.update(args.budget)
     cfg = build_config(name, preset, args.hm_dir, args.overrides)
     root = os.path.join(args.out, name)
     os.makedirs(root, exist_ok=True)
@@ -215,6 +216,11 @@ def run_dataset(name: str, args, log) -> dict:
         mcfg = copy.deepcopy(cfg)
         mcfg.train.minutes = budgets[method]
         mcfg.baseline.steps = args.baseline_max_steps or 5 * cfg.train.steps
+        if method in args.steps:  # the kind's own step cap (DVBPR rows: train.steps; the others: baseline.steps)
+            if method.startswith("dvbpr"):
+                mcfg.train.steps = args.steps[method]
+            else:
+                mcfg.baseline.steps = args.steps[method]
         return mcfg
 
     def run_baseline(method, train_fn):
@@ -439,6 +445,10 @@ def main(argv=None) -> int:
                    help="step cap of BPR-MF and VBPR (default: 5x the preset's train.steps; they are fast, "
                         "and their budget usually ends training first)")
     p.add_argument("--budget-scale", type=float, default=1.0, help="multiply every time budget by this")
+    p.add_argument("--budget", action="append", default=[], metavar="METHOD=MINUTES",
+                   help="one method's time budget instead of the preset's (repeatable; e.g. dvbpr-imagenet=20)")
+    p.add_argument("--steps", action="append", default=[], metavar="METHOD=N",
+                   help="one method's step cap instead of the preset's (repeatable; e.g. dvbpr-imagenet=6000)")
     p.add_argument("--reuse", action="store_true",
                    help="evaluate methods already trained in --out as they are (no further training); "
                         "train only the missing ones")
@@ -447,6 +457,21 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="output folder (work directories, tables, plots)")
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+
+    def per_method(flag, values, typ):
+        out = {}
+        for text in values:
+            method, sep, value = text.partition("=")
+            if not sep or method not in METHODS + ("classifier", "true-features"):
+                p.error(f"--{flag} {text!r}: expected METHOD=VALUE with METHOD one of {', '.join(METHODS)}")
+            try:
+                out[method] = typ(value)
+            except ValueError:
+                p.error(f"--{flag} {text!r}: {value!r} is not a {typ.__name__}")
+        return out
+
+    args.budget = per_method("budget", args.budget, float)
+    args.steps = per_method("steps", args.steps, int)
     unknown = set(args.methods) - set(METHODS)
     if unknown:
         p.error(f"unknown methods {sorted(unknown)}; choose from {METHODS}")

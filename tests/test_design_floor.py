@@ -8,26 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_design_latent import REC_RES, tiny_designer
+from test_design_latent import REC_RES, nets, tiny_designer  # noqa: F401  (nets: the shared fixture)
 from tfmodels import design, gan_metrics
-from tfmodels.config import DesignConfig, tiny
+from tfmodels.config import DesignConfig
 from tfmodels.data.pixels import resize_to, to_model_input
 from tfmodels.models import gan as gan_lib
-
-
-@pytest.fixture(scope="module")
-def nets():
-    tf.keras.utils.set_random_seed(0)
-    cfg = tiny()
-    cfg.gan.resolution = 16
-    g, d = gan_lib.build_gan(cfg.gan, num_categories=3)
-    tower = tf.keras.Sequential([
-        tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
-        tf.keras.layers.GlobalAveragePooling2D(),
-        tf.keras.layers.Dense(6)])
-    tower.build((None, REC_RES, REC_RES, 3))
-    user = tf.random.stateless_normal([6], seed=[3, 4]).numpy()
-    return cfg, g, d, tower, user
 
 
 class RealismTower:
