@@ -45,8 +45,8 @@ def info() -> dict:
 
 
 def describe() -> str:
-    """One line: '<cpu>, <n> cores, <memory>, load average a / b / c; Python x, TensorFlow y'."""
+    """One line: '<cpu> (<simd>), <n> cores, <memory>, load average a / b / c; Python x, TensorFlow y'."""
     i = info()
     tf = f", TensorFlow {i['tensorflow']}" if "tensorflow" in i else ""
-    return (f"{i['cpu']}, {i['cores_usable']} cores, {i['memory']} RAM, load average {i['load_avg_1_5_15']}; "
+    return (f"{i['cpu']} ({i['simd']}), {i['cores_usable']} cores, {i['memory']} RAM, load average {i['load_avg_1_5_15']}; "
             f"Python {i['python']}{tf}")

@@ -352,7 +352,7 @@ def fmt(v, digits=4):
 def markdown(results: dict) -> str:
     m = results["machine"]
     lines = [f"# Recommender quality ({'quick smoke run' if results['quick'] else 'preset ' + results['preset']})", "",
-             f"Machine: {m['cpu']}, {m['cores_usable']} usable cores, {m['memory']} RAM, {m.get('gpus', '?')} "
+             f"Machine: {m['cpu']} ({m.get('simd', '?')}), {m['cores_usable']} usable cores, {m['memory']} RAM, {m.get('gpus', '?')} "
              f"GPU(s); TensorFlow {m.get('tensorflow', '?')}, Python {m['python']}; load average at start "
              f"{m['load_avg_1_5_15']}.",
              "", f"Command: `{results['command']}`", ""]
