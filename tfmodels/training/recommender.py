@@ -91,6 +91,12 @@ def scorer_from(model: DVBPR, item_emb: np.ndarray):
     return score_fn
 
 
+def _caches_frozen(model_cfg) -> bool:
+    """Whether DVBPR trains on a table of the frozen stages' outputs (``model.cache_frozen``)."""
+    return bool(model_cfg.cache_frozen and model_cfg.frozen_stages > 0
+                and towers.get(model_cfg.tower).load_weights is not None)
+
+
 def frozen_activations(lower: tf.keras.Model, images: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """``lower`` (a backbone's frozen stages) on every item: float16 [N, h, w, c], with a progress line."""
     out = None
@@ -163,7 +169,7 @@ class DVBPRTask(loop.Task):
             self.kernel_start.values = [tf.Variable(tf.zeros_like(k), trainable=False)
                                         for k in towers.kernel_variables(self.model.item_tower)]
         self.upper = None
-        if cfg.model.cache_frozen and backbone is not None and cfg.model.frozen_stages > 0:
+        if _caches_frozen(cfg.model):
             self.lower, self.upper = towers.split_frozen(self.model.item_tower, cfg.model)
 
     def initialize(self):
@@ -182,8 +188,7 @@ class DVBPRTask(loop.Task):
         # Outside the strategy's scope and pinned to the host CPU: a plain (not
         # mirrored) variable every replica reads, so the table is stored once per
         # worker and gathers run next to it (only the batch's pixels move).
-        cfg = self.cfg.model
-        if cfg.cache_frozen and cfg.frozen_stages > 0 and towers.get(cfg.tower).load_weights is not None:
+        if _caches_frozen(self.cfg.model):
             return  # the step reads the frozen stages' outputs instead (ready())
         with tf.device("/cpu:0"):
             self.image_table = tf.Variable(np.asarray(self.images), trainable=False, name="image_table")
