@@ -1,7 +1,8 @@
 """Personalised design quality: does latent-space search give items users would prefer, and are they real-looking?
 
-Three setups (the paper's research questions 2 to 4, plus the truth we can measure):
+Four setups (the paper's research questions 2 to 4, plus the truth we can measure):
 
+* ``garments``: the project's procedural garment world at 32 px with its simulated users (the demo's data);
 * ``fmnist``: Fashion-MNIST at 32 px with *simulated users* over its images (grey GAN, ``gan.grey``);
 * ``hm-real``: the H&M sample at 64 px with the *real customers* (the recommender's scores only);
 * ``hm-sim``: the H&M images at 64 px with *simulated users* (true preference).
@@ -87,7 +88,7 @@ import numpy as np  # noqa: E402
 from tfmodels import files  # noqa: E402
 from _machine import describe  # noqa: E402
 
-SETUPS = ("fmnist", "hm-real", "hm-sim")
+SETUPS = ("garments", "fmnist", "hm-real", "hm-sim")
 ETAS = (0.0, 0.1, 1.0, 10.0)
 TRUE_TASTE_ETAS = (0.0, 1.0)
 CATEGORY_WEIGHTS = (1.0, 3.0, 10.0)
@@ -135,7 +136,11 @@ def setup_config(name: str, mode: dict, hm_dir: str, overrides: list[str]):
     from tfmodels import config as config_lib
 
     cfg = config_lib.cpu()
-    if name == "fmnist":
+    if name == "garments":
+        cfg.data.dataset = "garments"
+        cfg.data.resolution = 32
+        cfg.gan.resolution = 32
+    elif name == "fmnist":
         cfg.data.dataset = "fashion-mnist"
         cfg.data.max_items = mode["fm_items"]
         cfg.data.resolution = 32
@@ -265,11 +270,11 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                               classifier_workdir=trained["classifier_dir"] or "")
     names = list(dataset.category_names)
     categories = np.asarray(dataset.categories, np.int32)
-    sim = designer.simulated_users() if cfg.world.simulate else None
+    sim = designer.simulated_users()  # None for real customers
     rng = np.random.default_rng(seed)
 
     cats = choose_categories(categories, names, mode["min_items"],
-                             mode["max_categories"] if name == "fmnist" else mode["hm_max_categories"])
+                             mode["hm_max_categories"] if name.startswith("hm") else mode["max_categories"])
     trained_users = np.flatnonzero(np.bincount(split.train_user, minlength=split.num_users) > 0)
     users = np.sort(rng.choice(trained_users, size=min(mode["users"], len(trained_users)), replace=False))
     log(f"{name}: evaluating {len(users)} users x {len(cats)} categories ({', '.join(names[c] for c in cats)})")

@@ -3,7 +3,7 @@
 ``DesignerModule`` (a ``tf.Module``) bundles the conditional GAN's generator G and
 discriminator D, the recommender's item tower Phi and user vectors theta, a
 user-id table and the GAN's category names. The latent optimisation runs inside
-the graph: ``tfmodels.design.build_design_fn`` / ``build_modify_fn`` (a
+the graph: ``tfmodels.design_search.build_design_fn`` / ``build_modify_fn`` (a
 ``tf.while_loop`` whose body takes a gradient of the objective with a
 ``GradientTape`` and applies Adam written out on plain tensors, no optimizer
 variables), so one Predict call returns finished designs.
@@ -52,6 +52,7 @@ import tensorflow as tf
 from export import signatures as S
 from export.recommender import check_batch, check_same_length, decode_images, string_table
 from tfmodels import design as design_lib
+from tfmodels import design_search
 from tfmodels.data.pixels import to_model_input, to_uint8
 
 MAX_IMAGES = S.MAX_IMAGES
@@ -119,8 +120,8 @@ class DesignerModule(tf.Module):
         options = dict(latent=latent, classifier=self.classifier, category_weight=self.category_weight,
                        trust_radius=self.trust_radius, floor_weight=self.floor_weight,
                        floor_thresholds=self.floor_thresholds)
-        self._fns = types.SimpleNamespace(design=design_lib.build_design_fn(*build_args, **options),
-                                          modify=design_lib.build_modify_fn(*build_args, **options))
+        self._fns = types.SimpleNamespace(design=design_search.build_design_fn(*build_args, **options),
+                                          modify=design_search.build_modify_fn(*build_args, **options))
 
     # -- helpers (graph code)
 

@@ -74,3 +74,11 @@ def test_renamed_keys_of_earlier_versions_still_work():
     assert config.from_dict(old).classifier.learning_rate == 0.02
     with pytest.raises(ValueError, match="unknown key baseline.classifier_speed"):
         config.from_dict({"baseline": {"classifier_speed": 1}})
+
+
+def test_a_saved_config_from_before_a_default_changed_keeps_its_behaviour():
+    assert config.Config().gan.ema > 0 and config.paper().gan.ema == 0.0
+    old = config.to_dict(config.cpu())
+    del old["gan"]["ema"]  # a GAN work directory written before gan.ema existed: no averaged generator
+    assert config.from_dict(old).gan.ema == 0.0
+    assert config.from_dict(config.to_dict(config.cpu())).gan.ema == config.cpu().gan.ema

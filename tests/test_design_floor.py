@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from test_design_latent import REC_RES, nets, tiny_designer  # noqa: F401  (nets: the shared fixture)
-from tfmodels import design, gan_metrics
+from tfmodels import design_search, gan_metrics
 from tfmodels.config import DesignConfig
 from tfmodels.data.pixels import resize_to, to_model_input
 from tfmodels.models import gan as gan_lib
@@ -49,7 +49,7 @@ def reference_design(g, d, tower, user, category, starts, steps, eta, lr, seed):
 def test_default_settings_are_the_papers_search(nets):
     cfg, g, d, tower, user = nets
     assert (DesignConfig().trust_radius, DesignConfig().realism_floor) == (0.0, 0.0)
-    fn = design.build_design_fn(g, d, tower, REC_RES)
+    fn = design_search.build_design_fn(g, d, tower, REC_RES)
     args = (tf.constant(user), tf.constant(1), tf.constant(3), tf.constant(5), tf.constant(0.5), tf.constant(0.1),
             tf.constant(4))
     out = fn(*args)
@@ -58,7 +58,7 @@ def test_default_settings_are_the_papers_search(nets):
     np.testing.assert_array_equal(out["over_floor"].numpy(), 0.0)
     # Guards that never bind change nothing, bit for bit: a trust region wider than any move, a floor
     # above any penalty.
-    loose = design.build_design_fn(g, d, tower, REC_RES, trust_radius=1e3, floor_weight=100.0,
+    loose = design_search.build_design_fn(g, d, tower, REC_RES, trust_radius=1e3, floor_weight=100.0,
                                    floor_thresholds=[1e6] * 3)(*args)
     for key in ("z", "objective", "history"):
         np.testing.assert_array_equal(loose[key].numpy(), out[key].numpy())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmodels import design
+from tfmodels import design, design_search
 from tfmodels.config import DesignConfig, tiny
 from tfmodels.data.dataset import Dataset
 from tfmodels.data.images import ArrayImageSource
@@ -93,7 +93,7 @@ def test_sphere_latent_keeps_each_code_on_its_starting_norm(nets, designer):
 def test_unknown_latent_is_a_clear_error(nets, designer):
     cfg, g, d, tower, user = nets
     with pytest.raises(ValueError, match="design.latent='ball'"):
-        design.build_design_fn(g, d, tower, REC_RES, latent="ball")
+        design_search.build_design_fn(g, d, tower, REC_RES, latent="ball")
     with pytest.raises(ValueError, match="design.latent='ball'"):
         designer.design("u0", 0, latent="ball")
 
@@ -127,7 +127,7 @@ def test_category_term_keeps_designs_in_their_category(nets):
     assert cross_entropy(kept.images).mean() < cross_entropy(plain.images).mean()
     with pytest.raises(ValueError, match="knows 4 categories, the GAN 3"):
         other = CategoryClassifier(cfg.model, 20, 4)
-        design.build_design_fn(g, d, tower, REC_RES, classifier=other, category_weight=1.0)
+        design_search.build_design_fn(g, d, tower, REC_RES, classifier=other, category_weight=1.0)
 
 
 def test_true_scores_of_a_simulated_world_see_the_final_images(nets):

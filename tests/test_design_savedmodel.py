@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from test_design_latent import tiny_designer
-from tfmodels import design
+from tfmodels import design_search
 from tfmodels.config import tiny
 from tfmodels.data.pixels import to_uint8
 from tfmodels.models import gan as gan_lib
@@ -39,8 +39,8 @@ def test_design_and_modify_signatures_in_a_v1_session(tmp_path):
     module.g, module.d, module.tower, module.classifier = g, d, tower, classifier
     module.users = tf.Variable(tf.random.normal([5, 6]))
     options = dict(latent="sphere", classifier=classifier, category_weight=1.0)
-    module.design_fn = design.build_design_fn(g, d, tower, 24, "lsgan", **options)
-    module.modify_fn = design.build_modify_fn(g, d, tower, 24, "lsgan", **options)
+    module.design_fn = design_search.build_design_fn(g, d, tower, 24, "lsgan", **options)
+    module.modify_fn = design_search.build_modify_fn(g, d, tower, 24, "lsgan", **options)
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.int64, name="user"),
                                   tf.TensorSpec([], tf.int32, name="category"),
