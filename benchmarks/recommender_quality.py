@@ -38,6 +38,12 @@ whichever comes first. The steps each method got are in the table. ``--preset cp
 under 60 minutes on a 2-core CPU; ``--quick`` is a few-minute smoke run of the
 whole script on a small world at 32 px (its numbers mean little).
 
+With ``--tune-minutes M`` every method with settings to tune (all but PopRank and the learnable
+ceiling) first gets the same bounded search on validation (``tfmodels.tune``, the search
+``tfmodels tune KIND --budget-minutes M --trials T`` runs, in ``<dataset>/<method>-tune``), and its row then
+trains, within its own budget, with the chosen settings (named in the table's notes); without it the
+rows train with the preset's settings.
+
 Writes to --out: ``results.md`` and ``results.json`` (the tables, the machine,
 the commands), ``<dataset>_auc_vs_step.png`` (validation AUC all and
 cold-vs-cold against training step for every method). Prints the machine first.
@@ -143,6 +149,7 @@ def run_dataset(name: str, args, log) -> dict:
     from tfmodels.data.loading import load_for_training
     from tfmodels.training import baselines, classifier, recommender
     from tfmodels.training.strategy import build_strategy
+    from tfmodels import tune as tune_lib
 
     preset = "quick" if args.quick else args.preset
     budgets = dict(BUDGETS["quick" if args.quick else "cpu"])
@@ -223,9 +230,21 @@ def run_dataset(name: str, args, log) -> dict:
                 mcfg.baseline.steps = args.steps[method]
         return mcfg
 
-    def run_baseline(method, train_fn):
+    def tuned(method, kind, mcfg):
+        """``mcfg`` with the settings ``tfmodels.tune`` chose on validation for ``method`` (--tune-minutes)."""
+        if not args.tune_minutes or not tune_lib.SPACES.get(kind):
+            return mcfg
+        t0 = time.time()
+        best = tune_lib.tune(mcfg, kind, os.path.join(root, f"{method}-tune"), args.tune_minutes,
+                             trials=args.tune_trials, log=log)
+        report.setdefault("tuned", {})[method] = {
+            "set": best["set"], "value": best["value"], "default_value": best["default_value"],
+            "trial": best["trial"], "minutes": round((time.time() - t0) / 60, 2)}
+        return config_lib.apply_overrides(copy.deepcopy(mcfg), best["set"])
+
+    def run_baseline(method, train_fn, kind=None):
         w = os.path.join(root, method)
-        mcfg = budgeted(method)
+        mcfg = tuned(method, kind or method, budgeted(method))
         result = train_or_reuse(method, w, lambda: train_fn(mcfg, w, dataset, split))
         evaluate_test(method, kinds.load_scorer(w, best=True)[0], result)
         report["curves"][method] = read_curve(w)
@@ -236,6 +255,7 @@ def run_dataset(name: str, args, log) -> dict:
         mcfg.model.init_from = init_from
         for key, value in model_fields.items():
             setattr(mcfg.model, key, value)
+        mcfg = tuned(method, "dvbpr", mcfg)
         pixels = images
         if resolution and resolution != cfg.data.resolution:
             mcfg.data.resolution = resolution
@@ -250,7 +270,7 @@ def run_dataset(name: str, args, log) -> dict:
         # The learnable ceiling: VBPR (same harness and budget) on the true features instead of a CNN's.
         feats = true_features(dataset, images, users)
         run_baseline("true-features", lambda c, w, d, s: baselines.train_vbpr(
-            c, w, d, s, features=feats, features_from="true simulated features"))
+            c, w, d, s, features=feats, features_from="true simulated features"), kind="pop")  # not tuned
         report["true_features"] = report["methods"].pop("true-features")
 
     methods = [m for m in METHODS if m in args.methods]
@@ -271,13 +291,13 @@ def run_dataset(name: str, args, log) -> dict:
         t0 = time.time()
         if method == "vbpr":
             cfg.baseline.features_from = clf_dir
-            run_baseline(method, kinds.get(method).train)
+            run_baseline(method, kinds.get(method).train, kind="vbpr")
             cfg.baseline.features_from = ""
         elif method in ("dvbpr", "dvbpr-init"):
             run_dvbpr(method, init_from=clf_dir if method == "dvbpr-init" else "")
         elif method == "vbpr-imagenet":
             cfg.baseline.features_from = f"imagenet:{BACKBONE}@{backbone_resolution}"
-            run_baseline(method, kinds.get("vbpr").train)
+            run_baseline(method, kinds.get("vbpr").train, kind="vbpr")
             cfg.baseline.features_from = ""
         elif method == "dvbpr-imagenet":
             run_dvbpr(method, resolution=backbone_resolution, tower=BACKBONE, tower_weights="imagenet",
@@ -411,6 +431,11 @@ def markdown(results: dict) -> str:
                       "|---|---|---:|---:|---:|"]
             lines += [f"| {r['a']} - {r['b']} | {r['metric']} | {r['diff']:+.4f} | [{r['lo']:+.4f}, {r['hi']:+.4f}] "
                       f"| {r['users']} |" for r in rep["intervals"]]
+        if rep.get("tuned"):
+            lines += ["", "Tuned on validation before training (`tfmodels.tune`, the same budget per method; "
+                          "validation auc_all of the chosen trial vs the preset's settings, trial 0):", ""]
+            lines += [f"- {m}: {fmt(t['value'])} vs {fmt(t['default_value'])} in {t['minutes']:g} min; "
+                      f"trained with {' '.join(t['set']) or 'the preset settings'}" for m, t in rep["tuned"].items()]
         if "backbone" in rep and any(m.endswith("-imagenet") for m in rep["methods"]):
             bb = rep["backbone"]
             lines += ["", f"Backbone rows: {bb['tower']} from its ImageNet weights at {bb['resolution']} px; "
@@ -449,6 +474,11 @@ def main(argv=None) -> int:
                    help="one method's time budget instead of the preset's (repeatable; e.g. dvbpr-imagenet=20)")
     p.add_argument("--steps", action="append", default=[], metavar="METHOD=N",
                    help="one method's step cap instead of the preset's (repeatable; e.g. dvbpr-imagenet=6000)")
+    p.add_argument("--tune-minutes", type=float, default=0.0,
+                   help="before each method's run, search its settings on validation (tfmodels.tune) with this "
+                        "budget, the same for every method; the row then trains with the chosen settings "
+                        "(0 = the preset's settings; default %(default)s)")
+    p.add_argument("--tune-trials", type=int, default=4, help="trials of each search (default %(default)s)")
     p.add_argument("--reuse", action="store_true",
                    help="evaluate methods already trained in --out as they are (no further training); "
                         "train only the missing ones")
