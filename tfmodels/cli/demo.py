@@ -45,7 +45,9 @@ import threading
 import time
 
 from tfmodels import files
+from tfmodels.cli import demo_report, demo_shop
 from tfmodels.kinds import KINDS, RECOMMENDERS
+from tfmodels.workdir import read_json
 
 SETTINGS_FILE = "demo.json"
 EARLIER_TOTAL = "earlier run that did the reused work: total"
@@ -283,7 +285,7 @@ def _newer(path: str, *than: str) -> bool:
 def _trained(workdir: str, target: int):
     """Done = trained to the step cap, or stopped by its share of the budget."""
     def done() -> bool:
-        info = _load_json(os.path.join(workdir, "model.json")) or {}
+        info = read_json(os.path.join(workdir, "model.json")) or {}
         return int(info.get("step", 0)) >= target or info.get("stopped") == "minutes"
 
     return done
@@ -380,7 +382,7 @@ def run(args) -> int:
                      export_done, deps=("train dvbpr", "train gan")))
 
     timings_path = os.path.join(out, "timings.json")
-    old_timings = _load_json(timings_path) or {}
+    old_timings = read_json(timings_path) or {}
     timings: dict = {}
     results: dict = {"eval": {}, "oracle": None, "serving": None}
     runner.start()
@@ -418,13 +420,13 @@ def run(args) -> int:
     order = list(runner.stages) + [f"evaluate {k}" for k in RECOMMENDERS] + ["oracle AUC", "serve + gRPC calls"]
     timings = {k: timings[k] for k in sorted(timings, key=lambda k: order.index(k) if k in order else len(order))}
     t0 = time.time()
-    _pictures(out, runs, results, args)
+    demo_report.pictures(out, runs, results, args)
     timings["pictures and report"] = {"wall_s": round(time.time() - t0, 1), "cpu_s": None, "reused": False}
     timings["total"] = {"wall_s": round(time.time() - t_start, 1), "cpu_s": round(_cpu_seconds() - cpu_start, 1),
                         "reused": False,
                         "load_avg_1_5_15": [round(x, 1) for x in os.getloadavg()]}
     files.write_json(timings_path, timings)
-    _write_report(out, args, runner, results, timings, runs)
+    demo_report.write_report(out, args, runner, results, timings, runs)
     _say(f"[demo] done in {time.time() - t_start:.0f} s; report: {os.path.join(out, 'REPORT.md')}")
     return 0
 
@@ -432,19 +434,12 @@ def run(args) -> int:
 # --------------------------------------------------------------------------- in-process stages
 
 
-def _load_json(path: str):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def _evaluate(kind: str, workdir: str, out: str, timings: dict) -> dict:
     """What ``tfmodels evaluate --workdir W --split test`` prints, computed in this process."""
     path = os.path.join(out, "eval", f"{kind}.json")
     if _newer(path, os.path.join(workdir, "model.json")):
         _say(f"[demo] evaluate {kind}: done already, reusing {path}")
-        return _load_json(path)
+        return read_json(path)
     from tfmodels.evaluation import evaluate_workdir
 
     _say(f"[demo] evaluate {kind}: tfmodels evaluate --workdir {shlex.quote(workdir)} --split test > {path}")
@@ -462,7 +457,7 @@ def _oracle(dvbpr_workdir: str, out: str, timings: dict):
     """Test AUC of the simulated users' true scores (tfmodels.evaluation.oracle_auc)."""
     path = os.path.join(out, "eval", "oracle.json")
     if os.path.exists(path):
-        return _load_json(path)
+        return read_json(path)
     import math
 
     from tfmodels.evaluation import oracle_auc
@@ -517,7 +512,7 @@ def _serve_and_call(args, out: str, runs: dict, models_config: str, timings: dic
     calls_path = os.path.join(out, "serving", "calls.json")
     if _newer(calls_path, models_config):
         _say(f"[demo] serve + gRPC calls: done already, reusing {calls_path}")
-        return _load_json(calls_path)
+        return read_json(calls_path)
     t0 = time.time()
     log_path = os.path.join(out, "logs", "serve.log")
     _say(f"[demo] serve: tfmodels serve --model-config {models_config} --port 0 --rest-port 0  (free ports)")
@@ -525,7 +520,7 @@ def _serve_and_call(args, out: str, runs: dict, models_config: str, timings: dic
     t_up = time.time() - t0
     _say(f"[demo] serve: up at gRPC {found['grpc']} REST {found['rest']} after {t_up:.0f} s")
     try:
-        report = _shop_calls(found["grpc"], out, runs, args)
+        report = demo_shop.shop_calls(found["grpc"], out, runs, args)
     except BaseException:
         proc.terminate()
         raise
@@ -542,327 +537,11 @@ def _serve_and_call(args, out: str, runs: dict, models_config: str, timings: dic
     log.close()
     report["server"]["stop"] = {"signal": "SIGTERM", "exit_code": rc, "said_stopped": bool(found.get("stopped")),
                                 "seconds": round(time.time() - t_stop, 1)}
+    _say(f"[demo] gRPC calls: {len(report['calls'])} calls, held-out item above a random one in "
+         f"{report['score']['held_out_above_random_share']} of {report['score']['pairs'] // 2} users")
     _say(f"[demo] serve: stopped with SIGTERM (exit code {rc}, {time.time() - t_stop:.1f} s)")
     if rc != 0:
         raise RuntimeError(f"tfmodels serve exited with code {rc} after SIGTERM; see {log_path}")
     files.write_json(calls_path, report)
     timings["serve + gRPC calls"] = {"wall_s": round(time.time() - t0, 1), "cpu_s": None, "reused": False}
     return report
-
-
-def _pick_users(split, n: int, seed: int = 0):
-    import numpy as np
-
-    offsets = split.train_offsets()
-    counts = np.diff(offsets)
-    ok = np.flatnonzero((split.test_item >= 0) & (counts >= 3))
-    if len(ok) == 0:
-        ok = np.flatnonzero(split.test_item >= 0)
-    rng = np.random.default_rng(seed)
-    return sorted(rng.choice(ok, size=min(n, len(ok)), replace=False).tolist())
-
-
-def _shop_calls(target: str, out: str, runs: dict, args) -> dict:
-    """What a shop backend does with the served models, over gRPC (serving.client.GrpcClient)."""
-    import numpy as np
-
-    from export import signatures as S
-    from serving.client import GrpcClient
-    from tfmodels import report as rep
-    from tfmodels.data.preview import png_bytes
-
-    from tfmodels import workdir as workdir_lib
-
-    cfg = workdir_lib.load_config(runs["dvbpr"])
-    dataset, split = workdir_lib.load_data(runs["dvbpr"])
-    images = workdir_lib.image_array(runs["dvbpr"])
-    user_ids = np.asarray(dataset.user_ids).astype(str)
-    item_ids = np.asarray(dataset.item_ids).astype(str)
-    names = list(dataset.category_names)
-    cats = np.asarray(dataset.categories)
-    offsets = split.train_offsets()
-    sim_users = dataset.extra.get("users") if dataset.extra else None
-    design_steps = max(1, cfg.design.steps)
-    starts = min(max(2, cfg.design.starts // 2), S.MAX_IMAGES)
-    report: dict = {"calls": []}
-
-    def timed(name, fn, **info):
-        t0 = time.time()
-        result = fn()
-        entry = {"call": name, "ms": round(1000 * (time.time() - t0), 1), **info}
-        report["calls"].append(entry)
-        return result, entry
-
-    with GrpcClient(target, timeout=600.0) as client:
-        # 1. Which models and signatures are up.
-        report["status"] = {m: timed(f"status {m}", lambda m=m: client.status(m))[0] for m in S.MODEL_NAMES}
-        report["signatures"] = {m: sorted(timed(f"metadata {m}", lambda m=m: client.metadata(m))[0])
-                                for m in S.MODEL_NAMES}
-        # 2. Score: every test user's held-out item against one random item of the catalogue.
-        rng = np.random.default_rng(0)
-        test_users = np.flatnonzero(split.test_item >= 0)[:500]
-        rand_items = rng.integers(0, split.num_items, len(test_users))
-        uids = list(user_ids[test_users]) * 2
-        iids = list(item_ids[split.test_item[test_users]]) + list(item_ids[rand_items])
-        scores, e = timed("score", lambda: client.score(uids, iids), batch=len(uids))
-        s = np.asarray(scores.score)
-        n = len(test_users)
-        report["score"] = {"pairs": len(uids), "shape": list(s.shape), "dtype": str(s.dtype),
-                           "all_known": bool(np.all(scores.known)) if scores.known is not None else None,
-                           "held_out_above_random_share": float(np.mean(s[:n] > s[n:])) if n else None}
-        unknown, _ = timed("score (unknown ids)", lambda: client.score(["no-such-user"], [item_ids[0]]))
-        report["score_unknown"] = {"score": float(np.asarray(unknown.score)[0]),
-                                   "known": None if unknown.known is None else bool(np.asarray(unknown.known)[0])}
-        # 3. Per user: recommend, design in their favourite category, modify one of their items.
-        users = _pick_users(split, args.users)
-        report["users"] = []
-        side = 72
-        for u in users:
-            uid = user_ids[u]
-            hist = split.train_item[offsets[u]:offsets[u + 1]]
-            recs, _ = timed("recommend", lambda: client.recommend([uid], k=8, exclude_purchased=True), user=uid, k=8)
-            rec_ids = list(recs.item_ids[0])
-            rec_idx = [int(np.flatnonzero(item_ids == r)[0]) for r in rec_ids]
-            test_id = item_ids[split.test_item[u]]
-            hist_cats = cats[hist][cats[hist] >= 0]
-            fav = int(np.bincount(hist_cats).argmax()) if len(hist_cats) else 0
-            design, _ = timed("design", lambda: client.design(uid, names[fav], starts=starts, steps=design_steps,
-                                                             eta=1.0, seed=0),
-                              user=uid, category=names[fav], starts=starts, steps=design_steps)
-            # The best real item of that category for this user, scored by the served model.
-            cat_items = np.flatnonzero(cats == fav)
-            real, _ = timed("score (category)", lambda: client.score([uid] * len(cat_items),
-                                                                     list(item_ids[cat_items])),
-                            batch=int(len(cat_items)))
-            real_scores = np.asarray(real.score)
-            proto = int(hist[0])
-            pcat = int(cats[proto]) if cats[proto] >= 0 else fav
-            mod, _ = timed("modify", lambda: client.modify([uid], [png_bytes(images[proto])], [names[pcat]],
-                                                          steps=design_steps, eta=1.0),
-                           user=uid, item=item_ids[proto], steps=design_steps)
-            entry = {"user": uid, "history": [item_ids[i] for i in hist], "recommended": rec_ids,
-                     "recommended_scores": np.asarray(recs.score[0]).tolist(), "held_out_item": test_id,
-                     "held_out_in_top8": test_id in rec_ids,
-                     "design_category": names[fav], "design_shape": list(design.image.shape),
-                     "design_scores": np.asarray(design.score).tolist(),
-                     "category_real_items": int(len(cat_items)),
-                     "category_real_mean": float(real_scores.mean()) if len(real_scores) else None,
-                     "category_real_p90": float(np.percentile(real_scores, 90)) if len(real_scores) else None,
-                     "category_real_max": float(real_scores.max()) if len(real_scores) else None,
-                     "modify_item": item_ids[proto], "modify_category": names[pcat],
-                     "modify_shape": list(mod.image.shape),
-                     "modify_score_before": float(np.asarray(mod.score_before)[0]),
-                     "modify_score_after": float(np.asarray(mod.score)[0])}
-            if sim_users is not None:
-                true_design = sim_users.true_score(np.full(len(design.image), u), np.asarray(design.image))
-                true_real = sim_users.true_score(np.full(len(cat_items), u), np.asarray(images[cat_items]))
-                entry["true_design"] = np.asarray(true_design).tolist()
-                entry["true_real_p90"] = float(np.percentile(true_real, 90))
-                entry["true_real_max"] = float(np.max(true_real))
-            report["users"].append(entry)
-            rows = [
-                (f"user {_short(uid)}: purchase history (training items)", images[hist[:8]],
-                 [names[cats[i]] if cats[i] >= 0 else "?" for i in hist[:8]]),
-                ("recommended over gRPC (top 8, purchases excluded; 'HIT' = the held-out test item)",
-                 images[rec_idx], [("HIT " if r == test_id else "") + f"{sc:.3g}"
-                                   for r, sc in zip(rec_ids, np.asarray(recs.score[0]))]),
-                (f"designed over gRPC for this user: {names[fav]} (best real item of the category scores "
-                 f"{entry['category_real_max']:.3g})", design.image,
-                 [f"{sc:.3g}" for sc in np.asarray(design.score)]),
-                (f"modified over gRPC: item {item_ids[proto]} before -> after", 
-                 np.stack([rep.fit_tiles(np.asarray(images[proto])[None], mod.image.shape[1])[0], mod.image[0]]),
-                 [f"{entry['modify_score_before']:.3g}", f"{entry['modify_score_after']:.3g}"]),
-            ]
-            rep.save_png(rep.labelled_rows(rows, side=side), os.path.join(out, "pictures", f"user_{len(report['users'])}.png"))
-        # 4. Real vs generated, per category (generate signature).
-        rows = []
-        for c, name in enumerate(names):
-            members = np.flatnonzero(cats == c)
-            if len(members) == 0:
-                continue
-            gen, _ = timed("generate", lambda: client.generate(name, n=6, seed=c), category=name, n=6)
-            pick = rng.choice(members, size=min(6, len(members)), replace=False)
-            tiles = np.concatenate([rep.fit_tiles(np.asarray(images[pick]), 64), rep.fit_tiles(gen.image, 64)])
-            rows.append((f"{name}: 6 real | 6 generated", tiles, ["real"] * len(pick) + ["generated"] * len(gen.image)))
-            report.setdefault("generate", {})[name] = list(gen.image.shape)
-        if rows:
-            rep.save_png(rep.labelled_rows(rows, side=64), os.path.join(out, "pictures", "real_vs_generated.png"))
-    by_call: dict = {}
-    for c in report["calls"]:
-        by_call.setdefault(c["call"], []).append(c["ms"])
-    report["latency_ms"] = {k: {"calls": len(v), "median": float(np.median(v)), "max": float(np.max(v))}
-                            for k, v in by_call.items()}
-    _say(f"[demo] gRPC calls: {len(report['calls'])} calls, held-out item above a random one in "
-         f"{report['score']['held_out_above_random_share']} of {n} users")
-    return report
-
-
-# --------------------------------------------------------------------------- report
-
-
-def _pictures(out: str, runs: dict, results: dict, args) -> None:
-    from tfmodels import report as rep
-
-    oracle = (results.get("oracle") or {}).get("auc_all")
-    rep.plot_training_curves({k: runs[k] for k in reversed(RECOMMENDERS)},
-                             os.path.join(out, "pictures", "training_curves.png"), oracle=oracle,
-                             gan_workdir=runs["gan"], classifier_workdir=runs["classifier"])
-    samples = os.path.join(runs["gan"], "samples")
-    if os.path.isdir(samples) and os.listdir(samples):
-        last = sorted(f for f in os.listdir(samples) if f.endswith(".png"))[-1]
-        shutil.copyfile(os.path.join(samples, last), os.path.join(out, "pictures", "gan_training_samples.png"))
-
-
-def _write_report(out: str, args, runner: Runner, results: dict, timings: dict, runs: dict) -> None:
-    from tfmodels import report as rep
-
-    stats = _load_json(os.path.join(out, "data_stats.json")) or {}
-    oracle = results.get("oracle")
-    cols = ("auc_all", "auc_cold", "auc_cold_vs_cold", "auc_sampled_all", "auc_sampled_cold", "recall_at_10",
-            "ndcg_at_10")
-    lines = ["# tfmodels demo report", ""]
-    lines += [f"Data: **{args.data}**" + (f" ({os.path.abspath(args.hm_dir)})" if args.data == "hm" else
-                                        " (procedural garments with simulated users whose tastes are known)") +
-              f"; preset **{args.preset}** with the demo step counts below; written "
-              f"{time.strftime('%Y-%m-%d %H:%M:%S')}.", ""]
-    lines += ["## Data", ""]
-    keys = ("users", "items", "interactions", "categories", "train_pairs", "test_users", "cold_items",
-            "cold_test_items", "heldout_items_never_trained_share")
-    lines += rep.markdown_table(["statistic", "value"], [[k, stats.get(k)] for k in keys if k in stats])
-    if stats.get("category_names"):
-        lines += ["", "Categories: " + ", ".join(stats["category_names"]) + "."]
-    lines += ["", "![contact sheet](pictures/contact_sheet.png)", ""]
-
-    lines += ["## Recommendation quality (test split, leave-one-out, best checkpoint by validation AUC)", ""]
-    rows = []
-    for kind in RECOMMENDERS:
-        r = results["eval"].get(kind) or {}
-        step = (_load_json(os.path.join(runs[kind], "model.json")) or {}).get("step")
-        rows.append([kind, step] + [r.get(c) for c in cols] + [r.get("users")])
-    if oracle:
-        rows.append(["oracle (true scores)", "-"] + [oracle.get(c) for c in cols] + [oracle.get("users")])
-    lines += rep.markdown_table(["model", "steps"] + list(cols) + ["users"], rows)
-    lines += ["", "AUC all: share of each test user's non-interacted items ranked below the held-out item "
-              "(full catalogue). *Cold-vs-cold* (the main cold figure): cold test users, negatives restricted "
-              "to never-trained items; every non-visual method scores exactly 0.5 there. Sampled: 100 random "
-              "negatives per user, as in the authors' code. See `tfmodels/evaluation.py` for the rule on "
-              "never-trained items."]
-    if oracle and oracle.get("auc_all") is not None:
-        o = oracle["auc_all"]
-        lines += ["", f"Oracle: the simulated users' true preference scores rank the held-out items with AUC "
-                  f"{o:.3f}; no recommender can do better on average. Share of the oracle's margin above chance "
-                  f"that each model closes, (AUC - 0.5) / (oracle - 0.5):"]
-        parts = []
-        for kind in RECOMMENDERS:
-            a = (results["eval"].get(kind) or {}).get("auc_all")
-            if a is not None and o > 0.5:
-                parts.append(f"{kind} {(a - 0.5) / (o - 0.5):.0%}")
-        lines += ["", "; ".join(parts) + "."]
-    elif args.data == "hm":
-        lines += ["", "Real H&M customers: their true tastes are unknown, so there is no oracle row."]
-    lines += ["", "![training curves](pictures/training_curves.png)", "",
-              "Training curves: validation AUC per evaluation (from each run's `metrics.jsonl`), the BPR "
-              "training losses and the GAN losses (from each run's TensorBoard `tb/` folder), and the "
-              "category classifier's held-out accuracy. Watch them live with `tensorboard --logdir "
-              f"{os.path.join(out, 'runs')}`.", ""]
-
-    serving = results.get("serving") or {}
-    lines += ["## Serving: the exported models called over gRPC like a shop", ""]
-    if serving:
-        srv = serving.get("server", {})
-        stop = srv.get("stop", {})
-        lines += [f"Server: `{srv.get('command')}` (free ports: gRPC {srv.get('grpc')}, REST {srv.get('rest')}); "
-                  f"up after {srv.get('startup_s')} s; stopped with {stop.get('signal')} in {stop.get('seconds')} s, "
-                  f"exit code {stop.get('exit_code')}.", ""]
-        lines += ["Signatures served: " + "; ".join(f"`{m}`: {', '.join(s)}"
-                                                   for m, s in serving.get("signatures", {}).items()), ""]
-        sc = serving.get("score", {})
-        lines += [f"- `score` of {sc.get('pairs')} (user, item) pairs in one call: output shape {sc.get('shape')} "
-                  f"{sc.get('dtype')}; each test user's held-out item scored above a random catalogue item for "
-                  f"{rep.fmt(sc.get('held_out_above_random_share'))} of users (0.5 = chance).",
-                  f"- unknown user id: score {serving.get('score_unknown', {}).get('score')}, "
-                  f"known = {serving.get('score_unknown', {}).get('known')}.",
-                  ]
-        lat = serving.get("latency_ms", {})
-        lines += ["", "Latency per call over gRPC (this demo's calls, on a shared machine):", ""]
-        lines += rep.markdown_table(["call", "calls", "median ms", "max ms"],
-                                    [[k, v["calls"], _f1(v["median"]), _f1(v["max"])] for k, v in lat.items()])
-        lines += ["", "### Per user: purchase history, recommendations, designs, a modified item", ""]
-        for i, u in enumerate(serving.get("users", []), 1):
-            ds = u.get("design_scores") or []
-            above = sum(s > (u.get("category_real_max") or float("inf")) for s in ds)
-            lines += [f"**User {u['user']}** ({len(u['history'])} training purchases; held-out test item "
-                      f"{u['held_out_item']} {'is' if u['held_out_in_top8'] else 'is not'} in the top 8). "
-                      f"Designs ({u['design_category']}, shape {u['design_shape']}): model scores "
-                      f"{', '.join(f'{s:.3g}' for s in ds)} vs the category's {u['category_real_items']} real "
-                      f"items: mean {_g(u['category_real_mean'])}, 90th percentile "
-                      f"{_g(u['category_real_p90'])}, max {_g(u['category_real_max'])} "
-                      f"({above}/{len(ds)} designs above the best real item)."]
-            if "true_design" in u:
-                td = u["true_design"]
-                lines[-1] += (f" True (hidden) preference of the designs: {', '.join(f'{s:.3g}' for s in td)} vs "
-                              f"real items' 90th percentile {u['true_real_p90']:.3g}, max {u['true_real_max']:.3g}.")
-            lines[-1] += (f" Modified {u['modify_item']} ({u['modify_category']}): score "
-                          f"{u['modify_score_before']:.3g} -> {u['modify_score_after']:.3g}.")
-            lines += ["", f"![user {i}](pictures/user_{i}.png)", ""]
-        lines += ["### Real vs generated, per category (`generate` signature)", "",
-                  "![real vs generated](pictures/real_vs_generated.png)", ""]
-        if os.path.exists(os.path.join(out, "pictures", "gan_training_samples.png")):
-            lines += ["The GAN's last training grid (rows = categories, columns = fixed noise):", "",
-                      "![GAN samples](pictures/gan_training_samples.png)", ""]
-        lines += ["The same calls from Python:", "", "```python",
-                  "from serving.client import GrpcClient",
-                  "c = GrpcClient('127.0.0.1:8500')",
-                  "c.score(['<user id>'], ['<item id>'])          # preference x_ui, with a 'known' flag",
-                  "c.recommend(['<user id>'], k=8)                # top-k item ids and scores",
-                  "c.design('<user id>', '<category>', starts=4, steps=10, eta=1.0)",
-                  "c.modify(['<user id>'], [png_bytes], ['<category>'], steps=10)",
-                  "```", ""]
-
-    lines += ["## Timings", ""]
-    load = timings.get("total", {}).get("load_avg_1_5_15")
-    lines += [f"Measured on this run ({os.cpu_count()} CPU cores; load average at the end {load}: on a shared "
-              f"machine wall times are longer than on an idle one, CPU seconds less so). Training stages ran up "
-              f"to {args.jobs} at a time, so their wall times overlap. 'reused' = done by an earlier run."]
-    total_cpu = timings.get("total", {}).get("cpu_s")
-    if total_cpu and not any(v.get("reused") for v in timings.values()):
-        lines[-1] += (f" This run used {total_cpu:.0f} CPU-seconds in all (this process and every child), so on "
-                      f"an idle 2-core machine it needs at least {total_cpu / 2 / 60:.1f} minutes of wall time.")
-    lines += [""]
-    lines += rep.markdown_table(["stage", "wall s", "CPU s", "reused"],
-                                [[k, _f1(v.get("wall_s")), _f1(v.get("cpu_s")), "yes" if v.get("reused") else ""]
-                                 for k, v in timings.items()])
-
-    lines += ["", "## Commands to reproduce each step", "",
-              "Run from the repository root with the venv active (`make demo` runs the whole thing: "
-              f"`python -m tfmodels demo --data {args.data} --out {out}"
-              + (f" --hm-dir {args.hm_dir}" if args.data == "hm" else "") + f" --preset {args.preset}`).", ""]
-    for st in runner.stages.values():
-        lines += [f"- {st.name}: `{st.shown()}`"]
-    for kind in RECOMMENDERS:
-        lines += [f"- evaluate {kind}: `tfmodels evaluate --workdir {runs[kind]} --split test > "
-                  f"{os.path.join(out, 'eval', kind + '.json')}`"]
-    if oracle:
-        w = runs["dvbpr"]
-        lines += ["- oracle AUC (the dvbpr run's world, split and images): `python -c \"import json, tfmodels; "
-                  "from tfmodels import workdir as W; from tfmodels.evaluation import oracle_auc; "
-                  f"d, s = W.load_data('{w}'); print(json.dumps(oracle_auc(d, s, W.image_array('{w}'))))\"`"]
-    srv_cmd = (serving.get("server") or {}).get("command") if serving else None
-    lines += [f"- serve: `{srv_cmd or 'tfmodels serve --model-config ' + os.path.join(out, 'export', 'models.config')}`"
-              " (the demo picks free ports; by default gRPC 8500, REST 8501), then the client calls above; "
-              "stop with Ctrl-C or SIGTERM."]
-    lines += ["", "Logs of every stage: `" + os.path.join(out, "logs") + "/`.", ""]
-    files.write_text(os.path.join(out, "REPORT.md"), "\n".join(lines) + "\n")
-
-
-def _g(value) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
-
-
-def _f1(value) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
-
-
-def _short(text: str, n: int = 16) -> str:
-    """Long ids (H&M customer ids are 64 hex digits) shortened for picture titles."""
-    return text if len(text) <= n else text[:n - 3] + "..."
