@@ -125,7 +125,7 @@ def build_config(name: str, preset: str, hm_dir: str, overrides: list[str]):
 
 def true_features(dataset, images, users) -> np.ndarray:
     """[z(X_i), onehot(c_i)] per item: the simulated users' standardised pixel features plus category."""
-    from tfmodels.data.simulated import image_features
+    from tfmodels.data.image_features import image_features
 
     cats = np.asarray(dataset.categories)
     onehot = np.zeros((len(cats), max(len(dataset.category_names), 1)), np.float32)
@@ -231,8 +231,9 @@ def run_dataset(name: str, args, log) -> dict:
         return mcfg
 
     def tuned(method, kind, mcfg):
-        """``mcfg`` with the settings ``tfmodels.tune`` chose on validation for ``method`` (--tune-minutes)."""
-        if not args.tune_minutes or not tune_lib.SPACES.get(kind):
+        """``mcfg`` with the settings ``tfmodels.tune`` chose on validation for ``method`` searched as ``kind``
+        (--tune-minutes; kind None = not tuned)."""
+        if not args.tune_minutes or not kind or not tune_lib.SPACES.get(kind):
             return mcfg
         t0 = time.time()
         best = tune_lib.tune(mcfg, kind, os.path.join(root, f"{method}-tune"), args.tune_minutes,
@@ -242,9 +243,9 @@ def run_dataset(name: str, args, log) -> dict:
             "trial": best["trial"], "minutes": round((time.time() - t0) / 60, 2)}
         return config_lib.apply_overrides(copy.deepcopy(mcfg), best["set"])
 
-    def run_baseline(method, train_fn, kind=None):
+    def run_baseline(method, train_fn, tune_as=None):
         w = os.path.join(root, method)
-        mcfg = tuned(method, kind or method, budgeted(method))
+        mcfg = tuned(method, tune_as, budgeted(method))
         result = train_or_reuse(method, w, lambda: train_fn(mcfg, w, dataset, split))
         evaluate_test(method, kinds.load_scorer(w, best=True)[0], result)
         report["curves"][method] = read_curve(w)
@@ -270,7 +271,7 @@ def run_dataset(name: str, args, log) -> dict:
         # The learnable ceiling: VBPR (same harness and budget) on the true features instead of a CNN's.
         feats = true_features(dataset, images, users)
         run_baseline("true-features", lambda c, w, d, s: baselines.train_vbpr(
-            c, w, d, s, features=feats, features_from="true simulated features"), kind="pop")  # not tuned
+            c, w, d, s, features=feats, features_from="true simulated features"))  # the ceiling is not tuned
         report["true_features"] = report["methods"].pop("true-features")
 
     methods = [m for m in METHODS if m in args.methods]
@@ -291,19 +292,19 @@ def run_dataset(name: str, args, log) -> dict:
         t0 = time.time()
         if method == "vbpr":
             cfg.baseline.features_from = clf_dir
-            run_baseline(method, kinds.get(method).train, kind="vbpr")
+            run_baseline(method, kinds.get(method).train, tune_as="vbpr")
             cfg.baseline.features_from = ""
         elif method in ("dvbpr", "dvbpr-init"):
             run_dvbpr(method, init_from=clf_dir if method == "dvbpr-init" else "")
         elif method == "vbpr-imagenet":
             cfg.baseline.features_from = f"imagenet:{BACKBONE}@{backbone_resolution}"
-            run_baseline(method, kinds.get("vbpr").train, kind="vbpr")
+            run_baseline(method, kinds.get("vbpr").train, tune_as="vbpr")
             cfg.baseline.features_from = ""
         elif method == "dvbpr-imagenet":
             run_dvbpr(method, resolution=backbone_resolution, tower=BACKBONE, tower_weights="imagenet",
                       frozen_stages=args.frozen_stages)
         else:
-            run_baseline(method, kinds.get(method).train)
+            run_baseline(method, kinds.get(method).train, tune_as=method)
         log(f"[{name}] {method} done in {(time.time() - t0) / 60:.1f} min")
     report["intervals"] = intervals(per_user)
     for line in interval_lines(report["intervals"]):

@@ -540,7 +540,7 @@ def _serve_and_call(args, out: str, runs: dict, models_config: str, timings: dic
     report["server"]["stop"] = {"signal": "SIGTERM", "exit_code": rc, "said_stopped": bool(found.get("stopped")),
                                 "seconds": round(time.time() - t_stop, 1)}
     _say(f"[demo] gRPC calls: {len(report['calls'])} calls, held-out item above a random one in "
-         f"{report['score']['held_out_above_random_share']} of {report['score']['pairs'] // 2} users")
+         f"{report['score']['held_out_above_random_share']} of {report['score']['users']} users")
     _say(f"[demo] serve: stopped with SIGTERM (exit code {rc}, {time.time() - t_stop:.1f} s)")
     if rc != 0:
         raise RuntimeError(f"tfmodels serve exited with code {rc} after SIGTERM; see {log_path}")

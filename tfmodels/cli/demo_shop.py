@@ -63,7 +63,7 @@ def shop_calls(target: str, out: str, runs: dict, args) -> dict:
         scores, e = timed("score", lambda: client.score(uids, iids), batch=len(uids))
         s = np.asarray(scores.score)
         n = len(test_users)
-        report["score"] = {"pairs": len(uids), "shape": list(s.shape), "dtype": str(s.dtype),
+        report["score"] = {"pairs": len(uids), "users": n, "shape": list(s.shape), "dtype": str(s.dtype),
                            "all_known": bool(np.all(scores.known)) if scores.known is not None else None,
                            "held_out_above_random_share": float(np.mean(s[:n] > s[n:])) if n else None}
         unknown, _ = timed("score (unknown ids)", lambda: client.score(["no-such-user"], [item_ids[0]]))
