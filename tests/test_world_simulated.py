@@ -7,7 +7,7 @@ import tfmodels  # noqa: F401  (sets tf-keras before TensorFlow)
 import tensorflow as tf
 
 from tfmodels import config, evaluation
-from tfmodels.data import garments, simulated
+from tfmodels.data import garments, image_features, simulated
 from tfmodels.data.dataset import ImageSource
 from tfmodels.data.splits import leave_one_out
 
@@ -29,9 +29,9 @@ def test_features_and_scores_agree_between_numpy_and_tf(world):
     for res in (32, 48):  # 48 is not a multiple of the feature resolution
         imgs = _images(res=res)
         x = tf.cast(imgs, tf.float32) / 127.5 - 1.0
-        np.testing.assert_allclose(simulated.image_features(imgs), simulated.image_features_tf(x).numpy(),
+        np.testing.assert_allclose(image_features.image_features(imgs), image_features.image_features_tf(x).numpy(),
                                    atol=1e-5)
-        np.testing.assert_allclose(users.standardise(simulated.image_features(imgs)),
+        np.testing.assert_allclose(users.standardise(image_features.image_features(imgs)),
                                    users.standardised_features_tf(x).numpy(), atol=1e-4)
         u = np.arange(len(imgs)) % users.num_users
         cats = np.array([c % 8 - 1 for c in range(len(imgs))])  # includes -1 = unknown
@@ -113,7 +113,7 @@ def test_purchases_follow_pixels_more_than_chance(world):
     # Bought items score higher than random items on the *visual part alone*.
     ds, _ = world
     users = ds.extra["users"]
-    z = users.standardise(simulated.image_features(ds.images.render(np.arange(ds.num_items), 32)))
+    z = users.standardise(image_features.image_features(ds.images.render(np.arange(ds.num_items), 32)))
     vis = users.taste @ z.T
     bought = vis[ds.inter_user, ds.inter_item].mean()
     assert bought > vis.mean() + 0.3 * vis.std()
@@ -149,7 +149,7 @@ def test_world_over_another_image_source_subsets_and_ignores_constant_features(t
     assert ds.item_ids[0] == f"id{picked[0]}"
     users = ds.extra["users"]
     # Grey images carry no hue: those features get zero weight instead of dividing by ~0.
-    hue = [simulated.FEATURE_NAMES.index("red_green"), simulated.FEATURE_NAMES.index("yellow_blue")]
+    hue = [image_features.FEATURE_NAMES.index("red_green"), image_features.FEATURE_NAMES.index("yellow_blue")]
     assert np.all(users.feature_inv_std[hue] == 0)
     assert np.all(np.isfinite(users.score_matrix(np.stack([ds.images.load(i) for i in range(50)]))))
 

@@ -35,6 +35,7 @@ import hashlib
 
 import numpy as np
 
+from tfmodels.data import shapes
 from tfmodels.data.dataset import ImageSource
 
 RENDER_VERSION = "garments-v4"
@@ -147,7 +148,7 @@ def check_params(params: dict) -> int:
 
 
 # --------------------------------------------------------------------------- geometry
-# Signed distances (negative inside) in frame units; all broadcast over [m, R, R].
+# Colour; the signed-distance primitives are tfmodels.data.shapes.
 
 
 def _hsv_to_rgb(h, s, v):
@@ -162,66 +163,6 @@ def _hsv_to_rgb(h, s, v):
     b = np.choose(sector, [z, z, xx, c, c, xx])
     m = v - c
     return np.stack([r + m, g + m, b + m], axis=-1).astype(np.float32)
-
-
-def _trapezoid(x, y, y0, y1, hw0, hw1, cx=0.0):
-    """Symmetric trapezoid about x = cx: half-width hw0 at y0 (top), hw1 at y1 (bottom)."""
-    slope = (hw1 - hw0) / (y1 - y0)
-    t = (y - y0)
-    hw = hw0 + slope * t
-    side = (np.abs(x - cx) - hw) / np.sqrt(1 + slope * slope)
-    return np.maximum(side, np.maximum(y0 - y, y - y1))
-
-
-def _box(x, y, cx, cy, hw, hh, r=0.0):
-    """Rounded box centred at (cx, cy) with half sizes (hw, hh) and corner radius r."""
-    qx = np.abs(x - cx) - (hw - r)
-    qy = np.abs(y - cy) - (hh - r)
-    outside = np.sqrt(np.maximum(qx, 0) ** 2 + np.maximum(qy, 0) ** 2)
-    return outside + np.minimum(np.maximum(qx, qy), 0) - r
-
-
-def _ellipse(x, y, cx, cy, a, b):
-    """Approximate signed distance to an axis-aligned ellipse with radii a, b."""
-    return (np.sqrt(((x - cx) / a) ** 2 + ((y - cy) / b) ** 2) - 1.0) * np.minimum(a, b)
-
-
-def _limb(x, y, x0, y0, x1, y1, r0, r1):
-    """Square-ended band from (x0, y0) to (x1, y1), half-width r0 tapering to r1 (a sleeve, a leg)."""
-    dx, dy = x1 - x0, y1 - y0
-    length = np.sqrt(dx * dx + dy * dy)
-    ux, uy = dx / length, dy / length
-    t = (x - x0) * ux + (y - y0) * uy
-    s = np.abs((x - x0) * uy - (y - y0) * ux)
-    hw = r0 + (r1 - r0) * np.clip(t / length, 0, 1)
-    return np.maximum(s - hw, np.maximum(-t, t - length))
-
-
-def _polygon(x, y, pts):
-    """Convex polygon from a list of (px, py) vertices (arrays broadcastable to [m, 1, 1])."""
-    cx = sum(p[0] for p in pts) / len(pts)
-    cy = sum(p[1] for p in pts) / len(pts)
-    d = None
-    for (ax, ay), (bx, by) in zip(pts, pts[1:] + pts[:1]):
-        ex, ey = bx - ax, by - ay
-        norm = np.sqrt(ex * ex + ey * ey) + 1e-9
-        nx, ny = ey / norm, -ex / norm
-        # Orient the normal outwards (away from the centroid).
-        flip = np.where((cx - ax) * nx + (cy - ay) * ny > 0, np.float32(-1), np.float32(1))
-        e = ((x - ax) * nx + (y - ay) * ny) * flip
-        d = e if d is None else np.maximum(d, e)
-    return d
-
-
-def _line(g, width, pix):
-    """Anti-aliased line of half-width ``width`` along the zero set of g; fades when thinner than a pixel."""
-    w = np.maximum(width, pix * 0.5)
-    strength = np.minimum(1.0, width / (pix * 0.5))
-    return strength * np.clip(0.5 - (np.abs(g) - w) / pix, 0, 1)
-
-
-def _fill(d, pix):
-    return np.clip(0.5 - d / pix, 0, 1)
 
 
 # --------------------------------------------------------------------------- silhouettes
@@ -243,7 +184,7 @@ def _top(P, x, y, pix, long_sleeve: bool, coat: bool):
     y = y + (neck_y + hem) / 2  # centre the garment vertically
     nw = 0.13 + 0.02 * w
     sh_y = neck_y + 0.1
-    body = _polygon(x, y, [(-nw, neck_y), (nw, neck_y), (bw, sh_y), (hem_w, hem), (-hem_w, hem), (-bw, sh_y)])
+    body = shapes.polygon(x, y, [(-nw, neck_y), (nw, neck_y), (bw, sh_y), (hem_w, hem), (-hem_w, hem), (-bw, sh_y)])
     if long_sleeve or coat:
         angle = np.deg2rad(62 + 10 * w)
         slen = (0.95 if coat else 0.8) + 0.2 * s
@@ -255,23 +196,23 @@ def _top(P, x, y, pix, long_sleeve: bool, coat: bool):
     x0 = bw - 0.1
     y0 = sh_y + 0.11
     dxs, dys = np.cos(angle) * slen, np.sin(angle) * slen
-    sleeves = np.minimum(_limb(x, y, x0, y0, x0 + dxs, y0 + dys, r0, r1),
-                         _limb(x, y, -x0, y0, -x0 - dxs, y0 + dys, r0, r1))
+    sleeves = np.minimum(shapes.limb(x, y, x0, y0, x0 + dxs, y0 + dys, r0, r1),
+                         shapes.limb(x, y, -x0, y0, -x0 - dxs, y0 + dys, r0, r1))
     # The sleeve's upper edge must not stand above the (extended) shoulder line.
     slope = (sh_y - neck_y) / (bw - nw)
     below_shoulder = (neck_y + slope * (np.abs(x) - nw) - y) / np.sqrt(1 + slope * slope)
     sleeves = np.maximum(sleeves, below_shoulder)
-    collar_back = _ellipse(x, y, 0.0, neck_y, nw, 0.035)
+    collar_back = shapes.ellipse(x, y, 0.0, neck_y, nw, 0.035)
     d = np.minimum(np.minimum(body, sleeves), collar_back)
     # Neckline: a round scoop (neck < 0.6) or a V; inside it the darker back of the garment.
     depth = 0.07 + 0.05 * nk
-    scoop = _ellipse(x, y, 0.0, neck_y, nw * 0.95, depth)
-    vee = _polygon(x, y, [(-nw * 0.95, neck_y - 0.01), (nw * 0.95, neck_y - 0.01), (0.0, neck_y + 0.1 + 0.15 * nk)])
-    hole = np.where(nk < 0.6, scoop, vee) if not coat else _polygon(
+    scoop = shapes.ellipse(x, y, 0.0, neck_y, nw * 0.95, depth)
+    vee = shapes.polygon(x, y, [(-nw * 0.95, neck_y - 0.01), (nw * 0.95, neck_y - 0.01), (0.0, neck_y + 0.1 + 0.15 * nk)])
+    hole = np.where(nk < 0.6, scoop, vee) if not coat else shapes.polygon(
         x, y, [(-nw, neck_y - 0.01), (nw, neck_y - 0.01), (0.0, neck_y + 0.38 + 0.1 * nk)])
-    inside = _fill(hole, pix) * (y > neck_y - 0.005)
-    dark = 0.55 * inside + 0.35 * _line(hole, 0.012, pix) * (1 - inside)
-    dark = dark + 0.25 * _line(y - hem + 0.05, 0.004, pix) * _fill(body, pix)  # hem stitching
+    inside = shapes.fill(hole, pix) * (y > neck_y - 0.005)
+    dark = 0.55 * inside + 0.35 * shapes.line(hole, 0.012, pix) * (1 - inside)
+    dark = dark + 0.25 * shapes.line(y - hem + 0.05, 0.004, pix) * shapes.fill(body, pix)  # hem stitching
     trim = np.zeros_like(d)
     if long_sleeve or coat:
         # Cuffs: a seam across each sleeve near its end.
@@ -280,23 +221,23 @@ def _top(P, x, y, pix, long_sleeve: bool, coat: bool):
         cx, cy = ex - 0.09 * ux, ey - 0.09 * uy  # a point on the cuff seam of the right sleeve
         along_y = (y - cy) * uy
         cuff = np.minimum(np.abs((x - cx) * ux + along_y), np.abs((-x - cx) * ux + along_y))  # both sleeves
-        dark = dark + 0.3 * _line(cuff, 0.006, pix) * _fill(sleeves, pix)
+        dark = dark + 0.3 * shapes.line(cuff, 0.006, pix) * shapes.fill(sleeves, pix)
     # Sleeve seams where sleeve meets body.
-    dark = dark + 0.22 * _line(np.maximum(body, -sleeves), 0.006, pix) * _fill(sleeves, pix)
+    dark = dark + 0.22 * shapes.line(np.maximum(body, -sleeves), 0.006, pix) * shapes.fill(sleeves, pix)
     if coat:
         # Lapels, centre front, buttons, pockets.
         lapel_end = neck_y + 0.38 + 0.1 * nk
-        lapels = _polygon(x, y, [(-nw - 0.08, neck_y), (nw + 0.08, neck_y), (0.0, lapel_end + 0.08)])
-        dark = dark + 0.3 * _line(lapels, 0.008, pix) * (1 - inside)
-        front = _line(x - 0.015, 0.005, pix) * (y > lapel_end) * (y < hem)
+        lapels = shapes.polygon(x, y, [(-nw - 0.08, neck_y), (nw + 0.08, neck_y), (0.0, lapel_end + 0.08)])
+        dark = dark + 0.3 * shapes.line(lapels, 0.008, pix) * (1 - inside)
+        front = shapes.line(x - 0.015, 0.005, pix) * (y > lapel_end) * (y < hem)
         dark = dark + 0.35 * front
         by = lapel_end + 0.12 + np.arange(4, dtype=np.float32)[:, None, None, None] * np.float32(0.16)
-        buttons = np.min(_ellipse(x[None], y[None], 0.075, by, 0.028, 0.028), axis=0)
-        trim = np.maximum(trim, _fill(buttons, pix) * (by.max(axis=0) < hem - 0.05))
+        buttons = np.min(shapes.ellipse(x[None], y[None], 0.075, by, 0.028, 0.028), axis=0)
+        trim = np.maximum(trim, shapes.fill(buttons, pix) * (by.max(axis=0) < hem - 0.05))
         pocket_y = hem - 0.25
-        pockets = np.minimum(_box(x, y, 0.22 + 0.02 * w, pocket_y, 0.1, 0.004),
-                             _box(x, y, -0.22 - 0.02 * w, pocket_y, 0.1, 0.004))
-        dark = dark + 0.35 * _fill(pockets - 0.004, pix)
+        pockets = np.minimum(shapes.box(x, y, 0.22 + 0.02 * w, pocket_y, 0.1, 0.004),
+                             shapes.box(x, y, -0.22 - 0.02 * w, pocket_y, 0.1, 0.004))
+        dark = dark + 0.35 * shapes.fill(pockets - 0.004, pix)
     return d, np.clip(dark, 0, 1), trim
 
 
@@ -304,24 +245,24 @@ def _dress(P, x, y, pix):
     s, l, w, nk = P["sleeve"], P["length"], P["width"], P["neck"]
     top, waist, hem = -0.82, -0.28, 0.15 + 0.72 * l
     y = y + (top + hem) / 2
-    bodice = _trapezoid(x, y, top + 0.06, waist, 0.2 + 0.02 * w, 0.15 + 0.03 * w)
+    bodice = shapes.trapezoid(x, y, top + 0.06, waist, 0.2 + 0.02 * w, 0.15 + 0.03 * w)
     hem_hw = 0.3 + 0.3 * w + 0.1 * l
-    skirt_sides = _trapezoid(x, y, waist - 0.01, hem + 1.0, 0.15 + 0.03 * w, 0.15 + 0.03 * w + (hem_hw - 0.15) * (1.0 + 1.0 / (hem - waist)))
+    skirt_sides = shapes.trapezoid(x, y, waist - 0.01, hem + 1.0, 0.15 + 0.03 * w, 0.15 + 0.03 * w + (hem_hw - 0.15) * (1.0 + 1.0 / (hem - waist)))
     skirt = np.maximum(skirt_sides, y - hem + 0.06 * (x / hem_hw) ** 2)
     # Sleeveless dresses get straps, others short sleeves.
-    strap = np.minimum(_box(x, y, 0.12, top + 0.03, 0.03, 0.06), _box(x, y, -0.12, top + 0.03, 0.03, 0.06))
+    strap = np.minimum(shapes.box(x, y, 0.12, top + 0.03, 0.03, 0.06), shapes.box(x, y, -0.12, top + 0.03, 0.03, 0.06))
     slen = 0.12 + 0.22 * s
-    sleeves = np.minimum(_limb(x, y, 0.12, top + 0.1, 0.12 + 0.8 * slen, top + 0.1 + 0.55 * slen, 0.1, 0.085),
-                         _limb(x, y, -0.12, top + 0.1, -0.12 - 0.8 * slen, top + 0.1 + 0.55 * slen, 0.1, 0.085))
+    sleeves = np.minimum(shapes.limb(x, y, 0.12, top + 0.1, 0.12 + 0.8 * slen, top + 0.1 + 0.55 * slen, 0.1, 0.085),
+                         shapes.limb(x, y, -0.12, top + 0.1, -0.12 - 0.8 * slen, top + 0.1 + 0.55 * slen, 0.1, 0.085))
     arms = np.where(s < 0.4, strap, sleeves)
     d = np.minimum(np.minimum(bodice, skirt), arms)
-    hole = _ellipse(x, y, 0.0, top + 0.03, 0.11 + 0.02 * w, 0.07 + 0.08 * nk)
-    inside = _fill(hole, pix) * _fill(bodice, pix)
-    dark = 0.5 * inside + 0.3 * _line(hole, 0.01, pix) * (1 - inside) * _fill(d, pix)
-    dark = dark + 0.35 * _line(y - waist, 0.006, pix) * _fill(d, pix)  # waist seam
+    hole = shapes.ellipse(x, y, 0.0, top + 0.03, 0.11 + 0.02 * w, 0.07 + 0.08 * nk)
+    inside = shapes.fill(hole, pix) * shapes.fill(bodice, pix)
+    dark = 0.5 * inside + 0.3 * shapes.line(hole, 0.01, pix) * (1 - inside) * shapes.fill(d, pix)
+    dark = dark + 0.35 * shapes.line(y - waist, 0.006, pix) * shapes.fill(d, pix)  # waist seam
     # A few soft vertical pleats in the skirt.
     pleat = np.cos(np.arctan2(x, (y - waist + 0.6)) * 14.0 + P["fold"] * 6.0)
-    dark = dark + 0.08 * np.clip(pleat, 0, 1) * _fill(skirt, pix) * (y > waist)
+    dark = dark + 0.08 * np.clip(pleat, 0, 1) * shapes.fill(skirt, pix) * (y > waist)
     return d, np.clip(dark, 0, 1), np.zeros_like(d)
 
 
@@ -332,23 +273,23 @@ def _trousers(P, x, y, pix):
     crotch = top + 0.45
     hip = 0.31 + 0.03 * w
     leg = 0.095 + 0.09 * w
-    band = _box(x, y, 0.0, top + 0.045, hip - 0.005, 0.045)
-    seat = _trapezoid(x, y, top + 0.05, crotch, hip, hip + 0.03)
+    band = shapes.box(x, y, 0.0, top + 0.045, hip - 0.005, 0.045)
+    seat = shapes.trapezoid(x, y, top + 0.05, crotch, hip, hip + 0.03)
     gap = 0.03
     legs = np.minimum(
-        _polygon(x, y, [(0.0, crotch - 0.02), (hip + 0.03, crotch - 0.15), (gap + 2 * leg, hem), (gap, hem)]),
-        _polygon(x, y, [(0.0, crotch - 0.02), (-hip - 0.03, crotch - 0.15), (-gap - 2 * leg, hem), (-gap, hem)]))
+        shapes.polygon(x, y, [(0.0, crotch - 0.02), (hip + 0.03, crotch - 0.15), (gap + 2 * leg, hem), (gap, hem)]),
+        shapes.polygon(x, y, [(0.0, crotch - 0.02), (-hip - 0.03, crotch - 0.15), (-gap - 2 * leg, hem), (-gap, hem)]))
     d = np.minimum(np.minimum(band, seat), legs)
-    inside = _fill(d, pix)
-    dark = 0.35 * _line(y - top - 0.09, 0.006, pix) * inside  # waistband seam
-    dark = dark + 0.3 * _line(x - 0.05, 0.005, pix) * (y > top + 0.09) * (y < crotch - 0.08)
-    dark = dark + 0.3 * _line(_ellipse(x, y, hip, top + 0.09, 0.13, 0.16), 0.005, pix) * inside * (y > top + 0.09)
-    dark = dark + 0.3 * _line(_ellipse(x, y, -hip, top + 0.09, 0.13, 0.16), 0.005, pix) * inside * (y > top + 0.09)
+    inside = shapes.fill(d, pix)
+    dark = 0.35 * shapes.line(y - top - 0.09, 0.006, pix) * inside  # waistband seam
+    dark = dark + 0.3 * shapes.line(x - 0.05, 0.005, pix) * (y > top + 0.09) * (y < crotch - 0.08)
+    dark = dark + 0.3 * shapes.line(shapes.ellipse(x, y, hip, top + 0.09, 0.13, 0.16), 0.005, pix) * inside * (y > top + 0.09)
+    dark = dark + 0.3 * shapes.line(shapes.ellipse(x, y, -hip, top + 0.09, 0.13, 0.16), 0.005, pix) * inside * (y > top + 0.09)
     # Creases down the legs.
     crease = np.minimum(np.abs(x - (gap + leg) * (y - crotch) / (hem - crotch) - 0.17 * (hem - y) / (hem - crotch)),
                         np.abs(x + (gap + leg) * (y - crotch) / (hem - crotch) + 0.17 * (hem - y) / (hem - crotch)))
-    dark = dark + 0.12 * _line(crease, 0.006, pix) * inside * (y > crotch)
-    dark = dark + 0.25 * _line(y - hem + 0.04, 0.004, pix) * inside
+    dark = dark + 0.12 * shapes.line(crease, 0.006, pix) * inside * (y > crotch)
+    dark = dark + 0.25 * shapes.line(y - hem + 0.04, 0.004, pix) * inside
     return d, np.clip(dark, 0, 1), np.zeros_like(d)
 
 
@@ -358,16 +299,16 @@ def _skirt(P, x, y, pix):
     y = y + (top + hem) / 2
     waist_hw = 0.28 + 0.04 * w
     hem_hw = 0.34 + 0.32 * w + 0.12 * l
-    band = _box(x, y, 0.0, top + 0.05, waist_hw, 0.05)
-    sides = _trapezoid(x, y, top + 0.05, hem + 1.0, waist_hw, waist_hw + (hem_hw - waist_hw) * (1 + 1.0 / (hem - top - 0.05)))
+    band = shapes.box(x, y, 0.0, top + 0.05, waist_hw, 0.05)
+    sides = shapes.trapezoid(x, y, top + 0.05, hem + 1.0, waist_hw, waist_hw + (hem_hw - waist_hw) * (1 + 1.0 / (hem - top - 0.05)))
     body = np.maximum(sides, y - hem + 0.07 * (x / hem_hw) ** 2)
     d = np.minimum(band, body)
-    inside = _fill(d, pix)
-    dark = 0.35 * _line(y - top - 0.1, 0.006, pix) * inside
+    inside = shapes.fill(d, pix)
+    dark = 0.35 * shapes.line(y - top - 0.1, 0.006, pix) * inside
     # Pleated (neck >= 0.5) or with a soft drape.
     pleat = np.cos(np.arctan2(x, (y - top + 0.5)) * 22.0 + P["fold"] * 6.0)
     dark = dark + np.where(nk >= 0.5, np.float32(0.18), np.float32(0.06)) * np.clip(pleat, 0, 1) * inside * (y > top + 0.1)
-    dark = dark + 0.2 * _line(y - hem + 0.07 * (x / hem_hw) ** 2 + 0.04, 0.004, pix) * inside
+    dark = dark + 0.2 * shapes.line(y - hem + 0.07 * (x / hem_hw) ** 2 + 0.04, 0.004, pix) * inside
     return d, np.clip(dark, 0, 1), np.zeros_like(d)
 
 
@@ -378,33 +319,33 @@ def _shoe(P, x, y, pix):
     sole_y = 0.34
     y = y + (top + sole_y + 0.07) / 2 - 0.03
     r = 0.07  # rounding of the shaft and vamp polygons
-    sole = np.minimum(_box(x, y, 0.0, sole_y, 0.8, 0.065, 0.06),
-                      _box(x, y, -0.55, sole_y + 0.01, 0.25, 0.075, 0.05))  # thicker heel
-    shaft = _polygon(x, y, [(-0.72 + r, sole_y), (-0.72 + r, top + 0.06 + r), (-0.6, top + r),
+    sole = np.minimum(shapes.box(x, y, 0.0, sole_y, 0.8, 0.065, 0.06),
+                      shapes.box(x, y, -0.55, sole_y + 0.01, 0.25, 0.075, 0.05))  # thicker heel
+    shaft = shapes.polygon(x, y, [(-0.72 + r, sole_y), (-0.72 + r, top + 0.06 + r), (-0.6, top + r),
                             (-0.14, top + 0.05 + r), (-0.02 - r, top + 0.12 + r), (-0.02 - r, sole_y)]) - r
     toe_top = sole_y - 0.2 + 0.04 * w
-    toe = _polygon(x, y, [(-0.1, toe_top + r), (0.3, toe_top + r), (0.6 - r, toe_top + 0.05 + r),
+    toe = shapes.polygon(x, y, [(-0.1, toe_top + r), (0.3, toe_top + r), (0.6 - r, toe_top + 0.05 + r),
                           (0.74 - r, sole_y - 0.1 + r), (0.74 - r, sole_y), (-0.1, sole_y)]) - r
-    instep = _polygon(x, y, [(-0.2, top + 0.09 + r), (0.3, toe_top + r), (0.3, sole_y), (-0.2, sole_y)]) - r
-    toe_cap = _ellipse(x, y, 0.5, sole_y - 0.02, 0.26, sole_y - toe_top - 0.02)
-    tongue = _ellipse(x, y, -0.11, top + 0.14, 0.09, 0.07)
+    instep = shapes.polygon(x, y, [(-0.2, top + 0.09 + r), (0.3, toe_top + r), (0.3, sole_y), (-0.2, sole_y)]) - r
+    toe_cap = shapes.ellipse(x, y, 0.5, sole_y - 0.02, 0.26, sole_y - toe_top - 0.02)
+    tongue = shapes.ellipse(x, y, -0.11, top + 0.14, 0.09, 0.07)
     vamp = np.minimum(np.minimum(toe, instep), np.minimum(toe_cap, tongue))
     upper = np.maximum(np.minimum(shaft, vamp), y - sole_y)
     d = np.minimum(upper, sole)
-    in_upper = _fill(upper, pix)
+    in_upper = shapes.fill(upper, pix)
     # Collar opening at the top of the shaft, a toe cap and the seam above the sole.
-    opening = _ellipse(x, y, -0.38, top + 0.06, 0.26, 0.05)
-    dark = 0.6 * _fill(opening, pix) * in_upper
-    dark = dark + 0.25 * _line(_ellipse(x, y, 0.66, sole_y - 0.04, 0.3, 0.17), 0.005, pix) * in_upper * (x > 0.4)
-    dark = dark + 0.25 * _line(_ellipse(x, y, -0.6, sole_y - 0.06, 0.22, 0.2 - 0.1 * l + 0.1), 0.005, pix) * in_upper
+    opening = shapes.ellipse(x, y, -0.38, top + 0.06, 0.26, 0.05)
+    dark = 0.6 * shapes.fill(opening, pix) * in_upper
+    dark = dark + 0.25 * shapes.line(shapes.ellipse(x, y, 0.66, sole_y - 0.04, 0.3, 0.17), 0.005, pix) * in_upper * (x > 0.4)
+    dark = dark + 0.25 * shapes.line(shapes.ellipse(x, y, -0.6, sole_y - 0.06, 0.22, 0.2 - 0.1 * l + 0.1), 0.005, pix) * in_upper
     # Laces (neck >= 0.5): short dark bars along the vamp.
     t = np.array([0.2, 0.4, 0.6, 0.8], np.float32)[:, None, None, None]
     lx = -0.12 + t * 0.4
     ly = top + 0.16 + t * (toe_top - top - 0.09) + 0.06
-    bars = np.min(_limb(x[None], y[None], lx - 0.06, ly - 0.035, lx + 0.06, ly + 0.035, 0.02, 0.02), axis=0)
-    dark = dark + np.where(nk >= 0.5, np.float32(0.9), np.float32(0)) * _fill(bars, pix) * in_upper
-    dark = dark + 0.3 * _line(np.maximum(upper, -sole), 0.006, pix)
-    trim = _fill(sole, pix) * (1 - in_upper)
+    bars = np.min(shapes.limb(x[None], y[None], lx - 0.06, ly - 0.035, lx + 0.06, ly + 0.035, 0.02, 0.02), axis=0)
+    dark = dark + np.where(nk >= 0.5, np.float32(0.9), np.float32(0)) * shapes.fill(bars, pix) * in_upper
+    dark = dark + 0.3 * shapes.line(np.maximum(upper, -sole), 0.006, pix)
+    trim = shapes.fill(sole, pix) * (1 - in_upper)
     return d, np.clip(dark, 0, 1), trim
 
 
@@ -414,17 +355,17 @@ def _bag(P, x, y, pix):
     handle_h = 0.3 + 0.12 * nk
     body_top = -hh + 0.5 * handle_h - 0.1
     cy = body_top + hh
-    body = _box(x, y, 0.0, cy, hw, hh, 0.08)
-    ring_outer = _ellipse(x, y, 0.0, body_top + 0.02, 0.3, handle_h)
+    body = shapes.box(x, y, 0.0, cy, hw, hh, 0.08)
+    ring_outer = shapes.ellipse(x, y, 0.0, body_top + 0.02, 0.3, handle_h)
     ring = np.maximum(np.abs(ring_outer + 0.03) - 0.03, y - body_top - 0.02)
     d = np.minimum(body, ring)
-    inside = _fill(body, pix)
+    inside = shapes.fill(body, pix)
     flap_y = body_top + 0.55 * hh
-    flap = _polygon(x, y, [(-hw, body_top), (hw, body_top), (hw, flap_y), (0.0, flap_y + 0.12), (-hw, flap_y)])
-    dark = 0.35 * _line(flap, 0.007, pix) * inside * (y > body_top + 0.03)
-    dark = dark + 0.25 * _line(body + 0.05, 0.004, pix)  # stitching along the edge
-    clasp = _box(x, y, 0.0, flap_y + 0.08, 0.05, 0.035, 0.015)
-    trim = np.maximum(_fill(clasp, pix), _fill(ring, pix) * (1 - inside))
+    flap = shapes.polygon(x, y, [(-hw, body_top), (hw, body_top), (hw, flap_y), (0.0, flap_y + 0.12), (-hw, flap_y)])
+    dark = 0.35 * shapes.line(flap, 0.007, pix) * inside * (y > body_top + 0.03)
+    dark = dark + 0.25 * shapes.line(body + 0.05, 0.004, pix)  # stitching along the edge
+    clasp = shapes.box(x, y, 0.0, flap_y + 0.08, 0.05, 0.035, 0.015)
+    trim = np.maximum(shapes.fill(clasp, pix), shapes.fill(ring, pix) * (1 - inside))
     return d, np.clip(dark, 0, 1), trim
 
 
@@ -516,7 +457,7 @@ def _render_group(cat: int, P: dict, resolution: int) -> np.ndarray:
     d, dark, trim = _SILHOUETTES[cat](P, x / zoom, y / zoom, pix / zoom)
     d = (d * zoom).astype(np.float32)
     dark, trim = dark.astype(np.float32), trim.astype(np.float32)
-    alpha = _fill(d, pix)[..., None]
+    alpha = shapes.fill(d, pix)[..., None]
 
     base = _hsv_to_rgb(P["hue"], P["saturation"], P["value"])  # [m,1,1,3]
     pcol = _hsv_to_rgb(P["pattern_hue"], P["pattern_saturation"], P["pattern_value"])
