@@ -1,4 +1,5 @@
-"""GAN quality levers on one time budget: the paper's recipe against gan.ema, gan.augment, gan.r1, gan.d_learning_rate.
+"""GAN quality levers on one time budget: the paper's recipe against gan.ema, gan.augment, gan.r1, gan.d_learning_rate,
+gan.upsample.
 
 For one data set (the garment world at 32 px by default) this trains one GAN per
 variant into ``--out/<variant>``, each for ``--minutes`` of wall-clock time (the
@@ -20,7 +21,8 @@ and the table gives
 
 Variants: ``paper`` (the demo preset's GAN without the default moving average: no lever), ``ema`` (gan.ema=0.995),
 ``augment`` (gan.augment=translation,color,cutout), ``r1`` (gan.r1=1), ``ttur``
-(gan.d_learning_rate = 2x gan.learning_rate), ``ema+augment``, ``all`` (all four). One run per
+(gan.d_learning_rate = 2x gan.learning_rate), ``resize`` (gan.upsample=resize), ``ema+augment``,
+``ema+resize``, ``all`` (ema, augment, r1, ttur). One run per
 variant: differences smaller than the run-to-run spread of GAN training are not
 findings (``--seeds`` repeats each with other seeds).
 
@@ -49,7 +51,9 @@ VARIANTS = {
     "augment": ["gan.augment=translation,color,cutout"],
     "r1": ["gan.r1=1.0"],
     "ttur": ["gan.d_learning_rate=4e-4"],
+    "resize": ["gan.upsample=resize"],
     "ema+augment": ["gan.ema=0.995", "gan.augment=translation,color,cutout"],
+    "ema+resize": ["gan.ema=0.995", "gan.upsample=resize"],
     "all": ["gan.ema=0.995", "gan.augment=translation,color,cutout", "gan.r1=1.0", "gan.d_learning_rate=4e-4"],
 }
 

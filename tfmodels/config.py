@@ -172,11 +172,19 @@ class GanConfig:
     comma-separated of translation, color, cutout (empty = none)."""
     r1: float = 0.0
     """gamma of the R1 penalty gamma / 2 * ||grad_x D(x, c)||^2 on real images in D's loss (0 = off)."""
+    upsample: str = "transpose"
+    """How the generator doubles its image size, one of UPSAMPLINGS: transpose (5x5 stride-2 transposed
+    convolutions, the paper's DCGAN) or resize (nearest-neighbour doubling then a 3x3 convolution, which
+    cannot make the checkerboard pattern of a stride-2 transposed convolution whose kernel the stride does
+    not divide; about 1.4x the up-stages' multiply-adds)."""
     grey: bool = False
     """Generate grey images: the generator's last layer gives one channel, repeated as R, G and B.
     For grey catalogues such as Fashion-MNIST, where three free channels only add colour noise
     (which the design search then exploits: the recommender never saw colour)."""
 
+
+UPSAMPLINGS = ("transpose", "resize")
+"""Choices of GanConfig.upsample."""
 
 LATENTS = ("free", "sphere")
 """Choices of DesignConfig.latent."""

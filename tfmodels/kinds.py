@@ -84,7 +84,8 @@ KINDS = {k.name: k for k in (
          "VBPR's features, the design's category term)", "tfmodels.training.classifier:train_classifier",
          "classifier.steps", IMAGE_KEYS + TOWER_KEYS),
     Kind("gan", "the category-conditional GAN that design searches", "tfmodels.training.gan:train_gan",
-         "gan.steps", IMAGE_KEYS + ("gan.resolution", "gan.noise_dim", "gan.base_channels", "gan.grey", "gan.ema")),
+         "gan.steps", IMAGE_KEYS + ("gan.resolution", "gan.noise_dim", "gan.base_channels", "gan.grey", "gan.ema",
+          "gan.upsample")),
 )}
 RECOMMENDERS = tuple(name for name, kind in KINDS.items() if kind.recommender)
 

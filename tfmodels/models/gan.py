@@ -2,9 +2,10 @@
 
 Generator ``G(z, c)``: the noise ``z`` [B, noise_dim] is concatenated with the
 one-hot category ``c`` [B, C], projected by a dense layer to a 4x4x(8*base)
-tensor, then doubled in size by 5x5 stride-2 transposed convolutions (batch
+tensor, then doubled in size by 5x5 stride-2 transposed convolutions (or, with
+``gan.upsample=resize``, nearest-neighbour doubling and a 3x3 convolution; batch
 norm + leaky ReLU, channels halving each time) up to the requested resolution,
-where a last transposed convolution gives 3 channels (or, with ``gan.grey``, one
+where a last doubling convolution gives 3 channels (or, with ``gan.grey``, one
 channel repeated as R, G and B) and ``tanh`` maps them to [-1, 1] (the project's
 one pixel range, see ``tfmodels.data.pixels.to_model_input``).
 
@@ -40,6 +41,8 @@ import math
 
 import tensorflow as tf
 
+from tfmodels.config import UPSAMPLINGS
+
 LOSSES = ("lsgan", "nonsaturating")
 
 
@@ -57,18 +60,32 @@ def _num_upsamplings(resolution: int) -> int:
     return n
 
 
+def _doubling(channels: int, upsample: str, name: str) -> tf.keras.layers.Layer:
+    """One size-doubling convolution: 5x5 stride-2 transposed, or nearest-neighbour x2 then 3x3."""
+    if upsample == "transpose":
+        return tf.keras.layers.Conv2DTranspose(channels, 5, strides=2, padding="same", use_bias=name == "to_rgb",
+                                               kernel_initializer=_init(), name=name)
+    return tf.keras.Sequential([tf.keras.layers.UpSampling2D(2, interpolation="nearest"),
+                                tf.keras.layers.Conv2D(channels, 3, padding="same", use_bias=name == "to_rgb",
+                                                       kernel_initializer=_init())], name=name)
+
+
 def build_generator(noise_dim: int, num_categories: int, resolution: int = 64,
-                    base_channels: int = 64, grey: bool = False, name: str = "generator") -> tf.keras.Model:
+                    base_channels: int = 64, grey: bool = False, upsample: str = "transpose",
+                    name: str = "generator") -> tf.keras.Model:
     """Builds G: ([z float [B, noise_dim], onehot float [B, C]]) -> images float [B, R, R, 3] in [-1, 1].
 
-    4x4x(8*base) -> transposed convs 5x5/2 with batch norm + leaky ReLU (0.2),
-    channels 8b, 4b, 2b, ... (never below base) -> last transposed conv to 3
-    channels (``grey``: to 1, repeated three times) -> tanh. Call with
-    ``training=True`` while training the GAN (batch statistics),
+    4x4x(8*base) -> size-doubling convs with batch norm + leaky ReLU (0.2),
+    channels 8b, 4b, 2b, ... (never below base) -> a last doubling conv to 3
+    channels (``grey``: to 1, repeated three times) -> tanh. ``upsample`` (``gan.upsample``): each
+    doubling is a 5x5 stride-2 transposed conv (``"transpose"``) or a nearest-neighbour x2 resize then a
+    3x3 conv (``"resize"``). Call with ``training=True`` while training the GAN (batch statistics),
     ``training=False`` everywhere else (moving averages).
     """
     if num_categories < 1:
         raise ValueError(f"build_generator: num_categories={num_categories}, need at least 1")
+    if upsample not in UPSAMPLINGS:
+        raise ValueError(f"gan.upsample={upsample!r}: choose one of {UPSAMPLINGS}")
     stages = _num_upsamplings(resolution)
     z = tf.keras.Input((noise_dim,), name="z")
     c = tf.keras.Input((num_categories,), name="category_onehot")
@@ -82,12 +99,10 @@ def build_generator(noise_dim: int, num_categories: int, resolution: int = 64,
     channels = top
     for i in range(stages - 1):
         channels = max(channels // 2, base_channels)
-        h = tf.keras.layers.Conv2DTranspose(channels, 5, strides=2, padding="same", use_bias=False,
-                                            kernel_initializer=_init(), name=f"up{i}")(h)
+        h = _doubling(channels, upsample, f"up{i}")(h)
         h = tf.keras.layers.BatchNormalization(momentum=0.9, name=f"up{i}_bn")(h)
         h = tf.keras.layers.LeakyReLU(0.2)(h)
-    h = tf.keras.layers.Conv2DTranspose(1 if grey else 3, 5, strides=2, padding="same",
-                                        kernel_initializer=_init(), name="to_rgb")(h)
+    h = _doubling(1 if grey else 3, upsample, "to_rgb")(h)
     out = tf.keras.layers.Activation("tanh", dtype="float32", name="image" if not grey else "grey")(h)
     if grey:
         out = tf.keras.layers.Concatenate(name="image")([out, out, out])
@@ -151,7 +166,7 @@ def build_gan(gan_cfg, num_categories: int) -> tuple[tf.keras.Model, tf.keras.Mo
     if gan_cfg.r1 < 0 or gan_cfg.d_learning_rate < 0:
         raise ValueError(f"gan.r1={gan_cfg.r1}, gan.d_learning_rate={gan_cfg.d_learning_rate}: must be >= 0")
     g = build_generator(gan_cfg.noise_dim, num_categories, gan_cfg.resolution, gan_cfg.base_channels,
-                        grey=gan_cfg.grey)
+                        grey=gan_cfg.grey, upsample=gan_cfg.upsample)
     d = build_discriminator(num_categories, gan_cfg.resolution, gan_cfg.base_channels)
     return g, d
 
