@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from export import signatures as S
-from export.recommender import check_batch, check_same_length, decode_images, string_table
+from export.recommender import check_batch, check_same_length, decode_images, input_signature, string_table
 from tfmodels import design as design_lib
 from tfmodels import design_search
 from tfmodels.data.pixels import to_model_input, to_uint8
@@ -164,9 +164,7 @@ class DesignerModule(tf.Module):
 
     # -- signatures
 
-    @tf.function(input_signature=[tf.TensorSpec([], tf.string, name=S.CATEGORY),
-                                  tf.TensorSpec([], tf.int32, name=S.N),
-                                  tf.TensorSpec([], tf.int32, name=S.SEED)])
+    @tf.function(input_signature=input_signature(S.DESIGNER, S.GENERATE))
     def generate(self, category, n, seed):
         (n,) = self._checked([n], self._in_range(S.N, n, 1, MAX_IMAGES))
         c = self._category(category)
@@ -175,12 +173,7 @@ class DesignerModule(tf.Module):
         image = to_uint8(self.generator([z, onehot], training=False))
         return {S.OUT_IMAGE: image, S.OUT_PNG: _png(image)}
 
-    @tf.function(input_signature=[tf.TensorSpec([], tf.string, name=S.USER_ID),
-                                  tf.TensorSpec([], tf.string, name=S.CATEGORY),
-                                  tf.TensorSpec([], tf.int32, name=S.STARTS),
-                                  tf.TensorSpec([], tf.int32, name=S.STEPS),
-                                  tf.TensorSpec([], tf.float32, name=S.ETA),
-                                  tf.TensorSpec([], tf.int32, name=S.SEED)])
+    @tf.function(input_signature=input_signature(S.DESIGNER, S.DESIGN))
     def design(self, user_id, category, starts, steps, eta, seed):
         checks = (self._in_range(S.STARTS, starts, 1, MAX_IMAGES) + self._in_range(S.STEPS, steps, 0, MAX_STEPS)
                   + self._check_eta(eta))
@@ -193,11 +186,7 @@ class DesignerModule(tf.Module):
         image = to_uint8(tf.gather(out["images"], order))
         return {S.OUT_IMAGE: image, S.OUT_PNG: _png(image), S.OUT_SCORE: tf.gather(out["score"], order)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.USER_ID),
-                                  tf.TensorSpec([None], tf.string, name=S.IMAGE_BYTES),
-                                  tf.TensorSpec([None], tf.string, name=S.CATEGORY),
-                                  tf.TensorSpec([], tf.int32, name=S.STEPS),
-                                  tf.TensorSpec([], tf.float32, name=S.ETA)])
+    @tf.function(input_signature=input_signature(S.DESIGNER, S.MODIFY))
     def modify(self, user_id, image_bytes, category, steps, eta):
         checks = (check_batch(S.USER_ID, user_id)
                   + [tf.debugging.assert_less_equal(tf.size(user_id), MAX_IMAGES,

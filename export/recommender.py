@@ -178,6 +178,13 @@ def _decode_one(data: tf.Tensor, max_pixels: int, name: str) -> tf.Tensor:
     return tf.cond(is_png, png, jpeg)
 
 
+def input_signature(model: str, signature: str) -> list:
+    """The contract's inputs of one signature (``S.SIGNATURES[model][signature]``) as ``tf.TensorSpec`` s named
+    by their keys, in the contract's order: the argument order of every exported method."""
+    return [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=key)
+            for key, t in S.SIGNATURES[model][signature].inputs.items()]
+
+
 def check_batch(name: str, tensor: tf.Tensor) -> list:
     """Assertions that ``tensor`` (rank 1) has at least one row; returns the assert ops."""
     return [tf.debugging.assert_positive(tf.size(tensor), message=f"{name}: empty batch (need at least one row)")]
@@ -297,8 +304,7 @@ class RecommenderModule(tf.Module):
 
     # -- signatures
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.USER_ID),
-                                  tf.TensorSpec([None], tf.string, name=S.ITEM_ID)])
+    @tf.function(input_signature=input_signature(S.RECOMMENDER, S.SCORE))
     def score(self, user_id, item_id):
         checks = check_batch(S.USER_ID, user_id) + check_same_length(S.USER_ID, user_id, S.ITEM_ID, item_id)
         with tf.control_dependencies(checks):
@@ -309,8 +315,7 @@ class RecommenderModule(tf.Module):
         score = tf.where(known, tf.reduce_sum(theta * emb, axis=-1), 0.0)
         return {S.OUT_SCORE: score, S.OUT_KNOWN: known}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.USER_ID),
-                                  tf.TensorSpec([None], tf.string, name=S.IMAGE_BYTES)])
+    @tf.function(input_signature=input_signature(S.RECOMMENDER, S.SCORE_IMAGES))
     def score_images(self, user_id, image_bytes):
         checks = check_batch(S.USER_ID, user_id) + check_same_length(S.USER_ID, user_id, S.IMAGE_BYTES, image_bytes)
         with tf.control_dependencies(checks):
@@ -319,19 +324,17 @@ class RecommenderModule(tf.Module):
         score = tf.where(known, tf.reduce_sum(theta * emb, axis=-1), 0.0)
         return {S.OUT_SCORE: score, S.OUT_KNOWN: known}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.IMAGE_BYTES)])
+    @tf.function(input_signature=input_signature(S.RECOMMENDER, S.ITEM_EMBEDDING))
     def item_embedding(self, image_bytes):
         return {S.OUT_EMBEDDING: self._embed(image_bytes)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.USER_ID)])
+    @tf.function(input_signature=input_signature(S.RECOMMENDER, S.USER_EMBEDDING))
     def user_embedding(self, user_id):
         with tf.control_dependencies(check_batch(S.USER_ID, user_id)):
             _, known, theta = self._users(user_id)
         return {S.OUT_EMBEDDING: theta, S.OUT_KNOWN: known}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.USER_ID),
-                                  tf.TensorSpec([], tf.int32, name=S.K),
-                                  tf.TensorSpec([], tf.bool, name=S.EXCLUDE_PURCHASED)])
+    @tf.function(input_signature=input_signature(S.RECOMMENDER, S.RECOMMEND))
     def recommend(self, user_id, k, exclude_purchased):
         n = self.num_items
         checks = check_batch(S.USER_ID, user_id) + [

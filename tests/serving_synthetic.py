@@ -25,7 +25,7 @@ import tensorflow as tf
 
 
 from export import signatures as S
-from export.recommender import decode_images, to_model_input
+from export.recommender import decode_images, input_signature, to_model_input
 
 IMAGE_SIZE = 16  # designer output side
 CATEGORY_NAMES = ("top", "trousers", "bag")  # the synthetic designer's categories
@@ -80,8 +80,7 @@ class SyntheticRecommender(tf.Module):
         vec = tf.gather(self.user_vectors, tf.maximum(idx, 0)) * tf.cast(known, tf.float32)[:, None]
         return vec, known, idx
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.USER_ID),
-                                  tf.TensorSpec([None], tf.string, name=S.ITEM_ID)])
+    @tf.function(input_signature=input_signature(S.RECOMMENDER, S.SCORE))
     def score(self, user_id, item_id):
         u, ku, _ = self._users(user_id)
         idx = self.item_index.lookup(item_id)
@@ -93,24 +92,21 @@ class SyntheticRecommender(tf.Module):
     def _embed_images(self, image_bytes):
         return tf.matmul(_image_features(image_bytes), self.image_projection)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.USER_ID),
-                                  tf.TensorSpec([None], tf.string, name=S.IMAGE_BYTES)])
+    @tf.function(input_signature=input_signature(S.RECOMMENDER, S.SCORE_IMAGES))
     def score_images(self, user_id, image_bytes):
         u, known, _ = self._users(user_id)
         return {S.OUT_SCORE: tf.reduce_sum(u * self._embed_images(image_bytes), -1), S.OUT_KNOWN: known}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.IMAGE_BYTES)])
+    @tf.function(input_signature=input_signature(S.RECOMMENDER, S.ITEM_EMBEDDING))
     def item_embedding(self, image_bytes):
         return {S.OUT_EMBEDDING: self._embed_images(image_bytes)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.USER_ID)])
+    @tf.function(input_signature=input_signature(S.RECOMMENDER, S.USER_EMBEDDING))
     def user_embedding(self, user_id):
         u, known, _ = self._users(user_id)
         return {S.OUT_EMBEDDING: u, S.OUT_KNOWN: known}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.USER_ID),
-                                  tf.TensorSpec([], tf.int32, name=S.K),
-                                  tf.TensorSpec([], tf.bool, name=S.EXCLUDE_PURCHASED)])
+    @tf.function(input_signature=input_signature(S.RECOMMENDER, S.RECOMMEND))
     def recommend(self, user_id, k, exclude_purchased):
         tf.debugging.assert_positive(k, message="k must be >= 1")
         tf.debugging.assert_less_equal(k, self.num_items, message="k exceeds the catalogue size")
@@ -175,9 +171,7 @@ class SyntheticDesigner(tf.Module):
         png = tf.map_fn(tf.io.encode_png, img, fn_output_signature=tf.string)
         return img, png
 
-    @tf.function(input_signature=[tf.TensorSpec([], tf.string, name=S.CATEGORY),
-                                  tf.TensorSpec([], tf.int32, name=S.N),
-                                  tf.TensorSpec([], tf.int32, name=S.SEED)])
+    @tf.function(input_signature=input_signature(S.DESIGNER, S.GENERATE))
     def generate(self, category, n, seed):
         category = self._category(category)
         n = self._checked(n, [tf.debugging.assert_positive(n, message="n must be >= 1"),
@@ -212,12 +206,7 @@ class SyntheticDesigner(tf.Module):
     def _score(self, u, x):
         return tf.reduce_sum(tf.reshape(x, [tf.shape(x)[0], -1]) * u, -1)
 
-    @tf.function(input_signature=[tf.TensorSpec([], tf.string, name=S.USER_ID),
-                                  tf.TensorSpec([], tf.string, name=S.CATEGORY),
-                                  tf.TensorSpec([], tf.int32, name=S.STARTS),
-                                  tf.TensorSpec([], tf.int32, name=S.STEPS),
-                                  tf.TensorSpec([], tf.float32, name=S.ETA),
-                                  tf.TensorSpec([], tf.int32, name=S.SEED)])
+    @tf.function(input_signature=input_signature(S.DESIGNER, S.DESIGN))
     def design(self, user_id, category, starts, steps, eta, seed):
         category = self._category(category)
         checks = [tf.debugging.assert_positive(starts, message="starts must be >= 1"),
@@ -235,11 +224,7 @@ class SyntheticDesigner(tf.Module):
         img, png = self._to_outputs(tf.gather(x, order))
         return {S.OUT_IMAGE: img, S.OUT_PNG: png, S.OUT_SCORE: tf.gather(score, order)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.USER_ID),
-                                  tf.TensorSpec([None], tf.string, name=S.IMAGE_BYTES),
-                                  tf.TensorSpec([None], tf.string, name=S.CATEGORY),
-                                  tf.TensorSpec([], tf.int32, name=S.STEPS),
-                                  tf.TensorSpec([], tf.float32, name=S.ETA)])
+    @tf.function(input_signature=input_signature(S.DESIGNER, S.MODIFY))
     def modify(self, user_id, image_bytes, category, steps, eta):
         category = self._category(category)
         steps = self._checked_steps(steps)
