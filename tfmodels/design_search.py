@@ -183,6 +183,7 @@ class DesignObjective:
             if floor_thresholds.shape != (num_categories,) or not np.all(np.isfinite(floor_thresholds)):
                 raise ValueError(f"realism floor: need {num_categories} finite thresholds (one per category), "
                                  f"got {floor_thresholds.tolist()}")
+        self.latent = latent
         self.trust_radius = float(trust_radius)
         self.floor_weight = float(floor_weight)
         self.floor_thresholds = floor_thresholds if self.floor_weight > 0 else None
@@ -232,8 +233,7 @@ class DesignObjective:
 
 
 def build_design_fn(generator, discriminator, item_tower, rec_resolution: int, loss: str = "lsgan",
-                    latent: str = "free", classifier=None, category_weight: float = 0.0, trust_radius: float = 0.0,
-                    floor_weight: float = 0.0, floor_thresholds=None):
+                    **options):
     """Returns a tf.function doing preference maximisation for one user and one category.
 
     ``design_fn(user_vector float32 [K], category int32 [], starts int32 [],
@@ -249,14 +249,14 @@ def build_design_fn(generator, discriminator, item_tower, rec_resolution: int, l
     * ``history`` [S + 1, R] objective at every visited z (row 0 = the random start),
     * ``z`` [R, noise_dim], ``z0`` [R, noise_dim] the random starts.
 
-    The graph-changing settings are arguments here (``DesignObjective``): the latent choice, the
-    category term, the trust region (``trust_radius``) and the realism floor (``floor_weight`` with
-    ``floor_thresholds`` float [C], baked into the graph as constants). Rows are in start order (not
+    The graph-changing settings are ``options``, ``DesignObjective``'s keyword arguments: the latent
+    choice (``latent``), the category term (``classifier``, ``category_weight``), the trust region
+    (``trust_radius``) and the realism floor (``floor_weight`` with ``floor_thresholds`` float [C], baked
+    into the graph as constants). Rows are in start order (not
     sorted). The starting codes are ``stateless_normal([R, noise_dim], seed=[seed, 0])``, so a seed
     reproduces a design.
     """
-    obj = DesignObjective(generator, discriminator, item_tower, rec_resolution, loss, latent, classifier,
-                          category_weight, trust_radius, floor_weight, floor_thresholds)
+    obj = DesignObjective(generator, discriminator, item_tower, rec_resolution, loss, **options)
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.float32, name="user_vector"),
@@ -274,7 +274,7 @@ def build_design_fn(generator, discriminator, item_tower, rec_resolution: int, l
             _, score, realism, off, over = obj.terms(z, c, user_vector)
             return obj.value(score, realism, off, over, eta)
 
-        z, history = _adam_loop(objective, z0, steps, learning_rate, maximise=True, latent=latent,
+        z, history = _adam_loop(objective, z0, steps, learning_rate, maximise=True, latent=obj.latent,
                                 trust_radius=obj.trust_radius)
         images, score, realism, off, over = obj.terms(z, c, user_vector)
         return {"images": images, "score": score, "realism": realism, "off_category": off, "over_floor": over,
@@ -284,8 +284,7 @@ def build_design_fn(generator, discriminator, item_tower, rec_resolution: int, l
 
 
 def build_modify_fn(generator, discriminator, item_tower, rec_resolution: int, loss: str = "lsgan",
-                    latent: str = "free", classifier=None, category_weight: float = 0.0, trust_radius: float = 0.0,
-                    floor_weight: float = 0.0, floor_thresholds=None):
+                    **options):
     """Returns a tf.function doing prototype modification of one item image for one user.
 
     ``modify_fn(user_vector float32 [K], image float32 [H, W, 3] in [-1, 1] at the
@@ -303,8 +302,7 @@ def build_modify_fn(generator, discriminator, item_tower, rec_resolution: int, l
     * ``invert_history`` [invert_steps + 1, R] L1 per start, ``history`` [S + 1, 1] objective,
     * ``z_before`` / ``z_after`` [noise_dim]: the inverted code and the modified one.
     """
-    obj = DesignObjective(generator, discriminator, item_tower, rec_resolution, loss, latent, classifier,
-                          category_weight, trust_radius, floor_weight, floor_thresholds)
+    obj = DesignObjective(generator, discriminator, item_tower, rec_resolution, loss, **options)
     res = int(generator.outputs[0].shape[1])
 
     @tf.function(input_signature=[
@@ -327,7 +325,7 @@ def build_modify_fn(generator, discriminator, item_tower, rec_resolution: int, l
         def l1(z):
             return tf.reduce_mean(tf.abs(generator([z, c], training=False) - target), axis=[1, 2, 3])
 
-        z_inv, invert_history = _adam_loop(l1, z0, invert_steps, learning_rate, maximise=False, latent=latent)
+        z_inv, invert_history = _adam_loop(l1, z0, invert_steps, learning_rate, maximise=False, latent=obj.latent)
         best = tf.argmin(invert_history[-1])
         z_start = z_inv[best][None]
         c1 = c[:1]
@@ -337,7 +335,7 @@ def build_modify_fn(generator, discriminator, item_tower, rec_resolution: int, l
             dist = tf.reduce_mean(tf.abs(images - target), axis=[1, 2, 3])
             return obj.value(score, realism, off, over, eta) - proximity * dist
 
-        z_end, history = _adam_loop(objective, z_start, steps, learning_rate, maximise=True, latent=latent,
+        z_end, history = _adam_loop(objective, z_start, steps, learning_rate, maximise=True, latent=obj.latent,
                                     trust_radius=obj.trust_radius)
         before = generator([z_start, c1], training=False)
         after = generator([z_end, c1], training=False)
