@@ -86,7 +86,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tfmodels  # noqa: E402,F401  (tf-keras before TensorFlow)
 import numpy as np  # noqa: E402
-from tfmodels import files  # noqa: E402
+from _design_report import (fmt, guard_label, plot_tradeoff, save_designs, save_prototypes,  # noqa: E402
+                            save_real_vs_generated, write_outputs)
 from _machine import describe  # noqa: E402
 
 SETUPS = ("garments", "fmnist", "hm-real", "hm-sim")
@@ -261,7 +262,6 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                    category_weights=CATEGORY_WEIGHTS, trust_radii=(), realism_floors=(),
                    imagenet_resolution: int | None = None) -> dict:
     from tfmodels import gan_metrics
-    from tfmodels.data.preview import image_grid, save_png, upscale
     from tfmodels.design import build_designer
 
     dataset, split = trained["dataset"], trained["split"]
@@ -443,37 +443,20 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
 
     # Pictures ------------------------------------------------------------------------------------
     cols = 8
-    tiles, labels = [], []
-    for c in cats:
-        real = item_sets[c][rng.choice(len(item_sets[c]), size=min(cols, len(item_sets[c])), replace=False)]
-        fake = random_images[random_cats == c][:cols]
-        for i in range(cols):
-            tiles.append(np.asarray(gan_images[real[i]]) if i < len(real) else np.full_like(fake[0], 255))
-            labels.append(names[c] if i == 0 else "")
-        for i in range(cols):
-            tiles.append(fake[i] if i < len(fake) else np.full_like(fake[0], 255))
-            labels.append("generated" if i == 0 else "")
-    save_png(image_grid(upscale(np.stack(tiles), 64), cols=2 * cols, labels=labels),
-             os.path.join(out, f"{name}_real_vs_generated.png"))
+    real_shown = {c: item_sets[c][rng.choice(len(item_sets[c]), size=min(cols, len(item_sets[c])), replace=False)]
+                  for c in cats}
+    save_real_vs_generated(os.path.join(out, f"{name}_real_vs_generated.png"), gan_images, real_shown, names,
+                           random_images, random_cats, cols)
 
-    tiles, labels = [], []
-    shown = [(u, c) for u in users[:6] for c in cats[:3]]
-    for u, c in shown:
-        des = designs_shown[(int(u), int(c))][:4]
-        rank_by = true_real[(u, c)] if sim is not None else designer.item_scores(u, item_sets[c])
-        fav = item_sets[c][np.argsort(-rank_by)[:4]]
-        for i, x in enumerate(des):
-            tiles.append(x)
-            labels.append(f"u{u} design" if i == 0 else "")
-        tiles += [np.full_like(des[0], 255)] * (4 - len(des))
-        labels += [""] * (4 - len(des))
-        for i, j in enumerate(fav):
-            tiles.append(np.asarray(gan_images[j]))
-            labels.append(("true fav" if sim is not None else "top real") if i == 0 else "")
-    save_png(image_grid(upscale(np.stack(tiles), 64), cols=8, labels=labels),
-             os.path.join(out, f"{name}_designs.png"))
+    favourites = {}  # (user, category) -> its 4 best real items, by true taste where the users are simulated
+    for u in users[:6]:
+        for c in cats[:3]:
+            rank_by = true_real[(u, c)] if sim is not None else designer.item_scores(u, item_sets[c])
+            favourites[(u, c)] = item_sets[c][np.argsort(-rank_by)[:4]]
+    save_designs(os.path.join(out, f"{name}_designs.png"), gan_images, designs_shown, favourites,
+                 "true fav" if sim is not None else "top real")
 
-    protos, tiles, labels = [], [], []
+    protos, modified = [], []
     for u in users[:mode["prototypes"]]:
         c = cats[int(rng.integers(len(cats)))]
         item = int(rng.choice(item_sets[c]))
@@ -485,11 +468,8 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
             if k in m:
                 rec[k] = m[k]
         protos.append(rec)
-        for key, text in (("original", "item"), ("before", "inverted"), ("after", "modified")):
-            tiles.append(m[key])
-            labels.append(f"{text} {m['score_' + key]:.1f}")
-    save_png(image_grid(upscale(np.stack(tiles), 64), cols=3, labels=labels),
-             os.path.join(out, f"{name}_prototypes.png"))
+        modified.append(m)
+    save_prototypes(os.path.join(out, f"{name}_prototypes.png"), modified)
 
     plot_tradeoff(name, rows, sim is not None, os.path.join(out, f"{name}_eta_tradeoff.png"))
     return {"rows": rows, "judge_accuracy": judge_acc, "imagenet_resolution": imagenet_resolution,
@@ -501,128 +481,6 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
             "gan_minutes": trained["gan_minutes"] if trained["gan_trained_here"] else None,
             "gan_step": designer.gan_meta.get("step"), "rec_steps": trained["rec_steps"],
             "starts": designer.config.starts, "steps": designer.config.steps}
-
-
-def guard_label(guard: dict) -> str:
-    """", trust region 0.3" / ", realism floor 0.9" for a row's guard, "" for none."""
-    return "".join(f", {k.replace('_radius', ' region').replace('_', ' ')} {v:g}" for k, v in sorted(guard.items()))
-
-
-def plot_tradeoff(name: str, rows: list[dict], simulated: bool, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in rows if r.get("objective", "model") == "model" and not r.get("guard")]
-    kappa0 = rows[0].get("category_weight", 0.0)
-    extra = [r for r in rows if r.get("category_weight", 0.0) != kappa0]
-    rows = [r for r in rows if r.get("category_weight", 0.0) == kappa0]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, xlabel in ((axes[0], "conditional_accuracy", "conditional accuracy (judge)"),
-                            (axes[1], "frechet", "Frechet distance to real (judge features)")):
-        series = [("above_max_model", "design > max real (model score)", "o-")]
-        if simulated:
-            series.append(("above_p90_true", "design > p90 real (true preference)", "s--"))
-        for metric, label, style in series:
-            xs = [r[key] for r in rows if r["eta"] != "random"]
-            ys = [r[metric] for r in rows if r["eta"] != "random"]
-            ax.plot(xs, ys, style, label=label)
-            for r in rows:
-                if r["eta"] != "random":
-                    ax.annotate(f"eta={r['eta']:g}", (r[key], r[metric]), fontsize=8,
-                                textcoords="offset points", xytext=(4, 4))
-            rnd = [r for r in rows if r["eta"] == "random"]
-            if rnd:
-                ax.plot([rnd[0][key]], [rnd[0][metric]], "x", color="grey")
-            if extra:
-                ax.plot([r[key] for r in extra], [r[metric] for r in extra], style[0], color="black",
-                        fillstyle="none", label=f"{label}, eta=1 + category term kappa")
-                for r in extra:
-                    ax.annotate(f"k={r['category_weight']:g}", (r[key], r[metric]),
-                                fontsize=7, textcoords="offset points", xytext=(3, -9))
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("share of (user, category) pairs")
-        ax.set_ylim(-0.05, 1.05)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{name}: preference vs quality over eta (x = random samples; open = category term kappa)")
-    fig.tight_layout()
-    with files.replacing(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-
-
-# --------------------------------------------------------------------------- report
-
-
-def fmt(x, digits=2):
-    if x is None:
-        return "-"
-    if isinstance(x, str):
-        return x
-    return f"{x:.{digits}f}"
-
-
-def write_outputs(out: str, results: dict) -> None:
-    files.write_json(os.path.join(out, "results.json"), results)
-    lines = [f"# Design quality ({results['mode']})", "", f"Machine: {results['machine']}", "",
-             f"Command: `{results['command']}`", ""]
-    for name, res in results["setups"].items():
-        if "error" in res:
-            lines += [f"## {name}", "", f"not run: {res['error']}", ""]
-            continue
-        sim = any("above_p90_true" in r for r in res["rows"])
-        lines += [f"## {name}", "",
-                  f"{res['users']} users x {len(res['categories'])} categories ({', '.join(res['categories'])}); "
-                  f"R = {res['starts']} starts, S = {res['steps']} Adam steps; DVBPR steps {res['rec_steps']}, "
-                  f"GAN steps {res['gan_step']}; "
-                  f"judge accuracy on held-out real images {fmt(res['judge_accuracy'])}; training minutes in this run: "
-                  f"DVBPR {fmt(res['rec_minutes'], 1)}, GAN {fmt(res['gan_minutes'], 1)} ('-': trained earlier "
-                  f"or by another setup, reused).", ""]
-        if res.get("recommended_above_p90_true") is not None:
-            lines += [f"The recommender's top-ranked real item of the category beats the user's true p90 for "
-                      f"{fmt(res['recommended_above_p90_true'])} of pairs (recommending instead of designing).", ""]
-        head = ["eta", "> max real (model)", "> p90 real (model)"]
-        if sim:
-            head += ["> p90 real (true)", "> max real (true)", "true pref. design", "true p90 real"]
-        imagenet = any(r.get("imagenet_frechet") is not None for r in res["rows"])
-        head += ["cond. acc.", "Frechet", "novelty (real)", "past D's p90"]
-        head += ["ImageNet FD (x floor)"] if imagenet else []
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in res["rows"]:
-            label = str(r["eta"]) if r.get("objective", "model") == "model" else f"{r['eta']} (true taste)"
-            if r.get("category_weight"):
-                label += f", category term {r['category_weight']:g}"
-            label += guard_label(r.get("guard", {}))
-            cells = [label, fmt(r["above_max_model"]), fmt(r["above_p90_model"])]
-            if sim:
-                cells += [fmt(r["above_p90_true"]), fmt(r["above_max_true"]), fmt(r["true_mean"]),
-                          fmt(r["true_real_p90_mean"])]
-            cells += [fmt(r["conditional_accuracy"]), fmt(r["frechet"]),
-                      f"{fmt(r['novelty_mean'], 3)} ({fmt(r['novelty_real_mean'], 3)})", fmt(r.get("past_floor"))]
-            if imagenet:
-                cells.append(f"{fmt(r.get('imagenet_frechet'), 1)} ({fmt(r.get('imagenet_ratio'), 1)})")
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", "Prototype modification (eta = 1):", ""]
-        for p in res["prototypes"]:
-            text = (f"- user {p['user']}, item {p['item']} ({p['category']}): score {fmt(p['score_original'])} -> "
-                    f"inverted {fmt(p['score_before'])} -> modified {fmt(p['score_after'])}; "
-                    f"L1 {fmt(p['l1_before'], 3)} -> {fmt(p['l1_after'], 3)}")
-            if "true_after" in p:
-                text += f"; true {fmt(p['true_original'])} -> {fmt(p['true_before'])} -> {fmt(p['true_after'])}"
-            lines.append(text)
-        lines.append("")
-    lines += ["Shares are over (user, category) pairs, comparing the best of R designs with that user's real "
-              "items of the category. Quality columns judge all R designs per pair; Frechet distance uses the "
-              "judge's 128-d features against the same number of held-out real images per category (with "
-              "repetition where a category has few); novelty is the RMS pixel distance (0..1) to the nearest "
-              "GAN training image, in brackets held-out real images against the other 80% of the catalogue. 'random' = unoptimised samples G(z, c). "
-              "past D's p90: share of designs whose realism penalty exceeds the 0.9-quantile of D's penalty on "
-              "the catalogue's real items of their category. ImageNet FD: Frechet distance in EfficientNet-Lite0's "
-              "pooled ImageNet features (1280-d, images upscaled) to one half of the held-out real images of "
-              "the same categories, in brackets its ratio to the real-vs-real floor (the other half, same size "
-              "and category mix); not comparable with published FIDs (another network, small samples)."]
-    files.write_text(os.path.join(out, "results.md"), "\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:
