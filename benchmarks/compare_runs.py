@@ -3,7 +3,8 @@
 ``recommender_quality.py`` gives paired bootstrap intervals between the rows of one run. To compare
 two runs (the preset's settings against ``--tune-minutes``, one backbone learning rate against another)
 this reads both runs' per-user test figures (``<out>/<dataset>/per_user_test.npz``), pairs the same
-test users (the split depends only on the data and its seed: a different user list is an error), and
+test users (the split depends only on the data and its seed: other users, or other held-out items where
+both runs saved them, are an error), and
 prints, per method and metric, both means and the difference B - A with its paired bootstrap 95%
 interval over users (``tfmodels.evaluation.paired_bootstrap``, 2,000 resamples).
 
@@ -50,14 +51,17 @@ def load_run(out: str, dataset: str) -> tuple[dict, str]:
 def compare(a_rows: dict, b_rows: dict, pairs: list[tuple[str, str]], metrics) -> list[dict]:
     out = []
     for ma, mb in pairs:
-        ua, ub = a_rows[ma]["user"], b_rows[mb]["user"]
-        if ua.shape != ub.shape or not np.array_equal(ua, ub):
-            raise SystemExit(f"{ma} (A) and {mb} (B) were tested on different users ({len(ua)} vs {len(ub)}): "
-                             "not the same split")
+        for key in ("user", "item"):  # runs before the held-out items were saved have users only
+            if key not in a_rows[ma] or key not in b_rows[mb]:
+                continue
+            ka, kb = a_rows[ma][key], b_rows[mb][key]
+            if ka.shape != kb.shape or not np.array_equal(ka, kb):
+                raise SystemExit(f"{ma} (A) and {mb} (B) were tested on different {key}s "
+                                 f"({len(ka)} vs {len(kb)} users): not the same split")
         for metric in metrics:
             if metric not in a_rows[ma] or metric not in b_rows[mb]:
                 raise SystemExit(f"metric {metric!r} missing for {ma} (A) or {mb} (B); "
-                                 f"have {sorted(k for k in a_rows[ma] if k != 'user')}")
+                                 f"have {sorted(k for k in a_rows[ma] if k not in ('user', 'item'))}")
             a, b = a_rows[ma][metric], b_rows[mb][metric]
             ci = paired_bootstrap(b, a, resamples=2000, seed=0)
             out.append({"a": ma, "b": mb, "metric": metric, "mean_a": float(np.nanmean(a)),

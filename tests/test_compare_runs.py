@@ -12,9 +12,10 @@ compare_runs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(compare_runs)
 
 
-def _run(root, users, auc):
+def _run(root, users, auc, items=None):
     os.makedirs(root / "garments")
-    np.savez(root / "garments" / "per_user_test.npz", **{"vbpr/user": users, "vbpr/auc_all": auc})
+    np.savez(root / "garments" / "per_user_test.npz",
+             **{"vbpr/user": users, "vbpr/item": users if items is None else items, "vbpr/auc_all": auc})
     return str(root)
 
 
@@ -29,3 +30,6 @@ def test_pairs_the_same_users_and_refuses_another_split(tmp_path, capsys):
     other = _run(tmp_path / "c", users[::-1].copy(), auc)
     with pytest.raises(SystemExit, match="different users"):
         compare_runs.main([a, other, "--dataset", "garments", "--metrics", "auc_all"])
+    moved = _run(tmp_path / "d", users, auc, items=users + 1)
+    with pytest.raises(SystemExit, match="different items"):
+        compare_runs.main([a, moved, "--dataset", "garments", "--metrics", "auc_all"])

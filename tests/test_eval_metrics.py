@@ -202,6 +202,7 @@ def test_per_user_figures_average_to_the_totals_and_pair_in_the_bootstrap():
     out = evaluation.evaluate_split(table_scorer(scores), split, "test", per_user=True, batch_users=7)
     per = out["per_user"]
     assert len(per["user"]) == out["users"]
+    np.testing.assert_array_equal(per["item"], split.test_item[per["user"]])
     for key in ("auc_all", "auc_cold_vs_cold", "recall_at_10", "ndcg_at_10"):
         assert math.isclose(np.nanmean(per[key]), out[key], rel_tol=1e-9), key
     assert np.isfinite(per["auc_cold_vs_cold"]).sum() == out["cold_vs_cold_users"]

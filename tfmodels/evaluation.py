@@ -204,9 +204,9 @@ def evaluate_split(
       seed: seed of the sampled negatives.
       ks: cut-offs for recall@K and NDCG@K.
       batch_users: users per score_fn call (memory ~ batch_users * num_items * 10 bytes).
-      per_user: also return ``per_user``: {"user": int [U], "auc_all", "auc_cold_vs_cold",
-        "recall_at_K", "ndcg_at_K": float [U]} over the evaluated users (NaN where a
-        figure does not apply to a user), for paired comparisons (``paired_bootstrap``).
+      per_user: also return ``per_user``: {"user": int [U], "item": int [U] (each user's held-out
+        item), "auc_all", "auc_cold_vs_cold", "recall_at_K", "ndcg_at_K": float [U]} over the evaluated
+        users (NaN where a figure does not apply to a user), for paired comparisons (``paired_bootstrap``).
 
     Returns:
       dict with auc_all, auc_cold, auc_cold_vs_cold, auc_sampled_all,
@@ -302,7 +302,7 @@ def evaluate_split(
     out["cold_vs_cold_users"] = int(counts["auc_cold_vs_cold"])
     out["cold_items"] = int(cold_items.sum())
     if per_user:
-        out["per_user"] = {"user": users, **rows_out}
+        out["per_user"] = {"user": users, "item": held[users], **rows_out}
     return out
 
 
