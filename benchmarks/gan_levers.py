@@ -24,7 +24,7 @@ Variants: ``paper`` (the demo preset's GAN without the default moving average: n
 (gan.d_learning_rate = 2x gan.learning_rate), ``resize`` (gan.upsample=resize), ``ema+augment``,
 ``ema+resize``, ``all`` (ema, augment, r1, ttur). One run per
 variant: differences smaller than the run-to-run spread of GAN training are not
-findings (``--seeds`` repeats each with other seeds).
+findings (``--seeds`` repeats each with other seeds, from ``--first-seed``).
 
     python benchmarks/gan_levers.py --minutes 4 --out bench_out/gan_levers
     python benchmarks/gan_levers.py --variants paper,ema --minutes 1 --out /tmp/gl   # a quick look
@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated of {', '.join(VARIANTS)}")
     p.add_argument("--minutes", type=float, default=4.0, help="training budget of each variant (wall clock)")
     p.add_argument("--seeds", type=int, default=1, help="runs per variant (train.seed 0, 1, ...)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="train.seed of each variant's first run (e.g. 1 to add runs beside an earlier --out)")
     p.add_argument("--judge-steps", type=int, default=2000, help="training steps of the judge")
     p.add_argument("--imagenet-resolution", type=int, default=gan_metrics.IMAGENET_RESOLUTION,
                    help="side the images are upscaled to for the ImageNet Frechet distance (0 = skip; "
@@ -139,7 +141,7 @@ def main(argv=None) -> int:
 
     rows = []
     for variant in variants:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             cfg = config_lib.apply_overrides(config_lib.from_dict(config_lib.to_dict(base)),
                                              VARIANTS[variant] + [f"train.seed={seed}", f"train.minutes={args.minutes}"])
             w = os.path.join(args.out, f"{variant}-s{seed}")
