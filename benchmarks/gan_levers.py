@@ -19,7 +19,8 @@ and the table gives
   upscaled to ``--imagenet-resolution`` px; 0 skips it), the closest this project comes to FID
   without Inception weights.
 
-Variants: ``paper`` (the demo preset's GAN without the default moving average: no lever), ``ema`` (gan.ema=0.995),
+Variants: ``paper`` (the demo preset's GAN without the default moving average and with transposed
+convolutions: no lever), ``ema`` (gan.ema=0.995),
 ``augment`` (gan.augment=translation,color,cutout), ``r1`` (gan.r1=1), ``ttur``
 (gan.d_learning_rate = 2x gan.learning_rate), ``resize`` (gan.upsample=resize), ``ema+augment``,
 ``ema+resize``, ``all`` (ema, augment, r1, ttur). One run per
@@ -114,7 +115,8 @@ def main(argv=None) -> int:
     log(f"machine: {json.dumps(machine)}")
 
     base = config_lib.demo()
-    base.gan.ema = 0.0  # the default averages G; every lever starts from the paper's recipe here
+    base.gan.ema = 0.0  # the defaults average G and resize; every lever starts from the paper's recipe here
+    base.gan.upsample = "transpose"
     base = config_lib.apply_overrides(base, args.overrides)
     images, categories, names, dataset_name = prepare_gan_data(base)
     a, b1, b2 = split_real(categories)
