@@ -178,7 +178,7 @@ class GanConfig:
     cannot make the checkerboard pattern of a stride-2 transposed convolution whose kernel the stride does
     not divide; about 1.4x the up-stages' multiply-adds). The default: in two 12-minute runs each of
     benchmarks/gan_levers.py it about halved the samples' Frechet distance in the judge's features
-    (ImageNet features found it 7% farther)."""
+    (ImageNet features found it 5-7% farther)."""
     grey: bool = False
     """Generate grey images: the generator's last layer gives one channel, repeated as R, G and B.
     For grey catalogues such as Fashion-MNIST, where three free channels only add colour noise

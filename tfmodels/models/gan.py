@@ -60,13 +60,13 @@ def _num_upsamplings(resolution: int) -> int:
     return n
 
 
-def _doubling(channels: int, upsample: str, name: str) -> tf.keras.layers.Layer:
+def _doubling(channels: int, upsample: str, use_bias: bool, name: str) -> tf.keras.layers.Layer:
     """One size-doubling convolution: 5x5 stride-2 transposed, or nearest-neighbour x2 then 3x3."""
     if upsample == "transpose":
-        return tf.keras.layers.Conv2DTranspose(channels, 5, strides=2, padding="same", use_bias=name == "to_rgb",
+        return tf.keras.layers.Conv2DTranspose(channels, 5, strides=2, padding="same", use_bias=use_bias,
                                                kernel_initializer=_init(), name=name)
     return tf.keras.Sequential([tf.keras.layers.UpSampling2D(2, interpolation="nearest"),
-                                tf.keras.layers.Conv2D(channels, 3, padding="same", use_bias=name == "to_rgb",
+                                tf.keras.layers.Conv2D(channels, 3, padding="same", use_bias=use_bias,
                                                        kernel_initializer=_init())], name=name)
 
 
@@ -99,10 +99,10 @@ def build_generator(noise_dim: int, num_categories: int, resolution: int = 64,
     channels = top
     for i in range(stages - 1):
         channels = max(channels // 2, base_channels)
-        h = _doubling(channels, upsample, f"up{i}")(h)
+        h = _doubling(channels, upsample, False, f"up{i}")(h)  # batch norm follows: no bias
         h = tf.keras.layers.BatchNormalization(momentum=0.9, name=f"up{i}_bn")(h)
         h = tf.keras.layers.LeakyReLU(0.2)(h)
-    h = _doubling(1 if grey else 3, upsample, "to_rgb")(h)
+    h = _doubling(1 if grey else 3, upsample, True, "to_rgb")(h)
     out = tf.keras.layers.Activation("tanh", dtype="float32", name="image" if not grey else "grey")(h)
     if grey:
         out = tf.keras.layers.Concatenate(name="image")([out, out, out])
