@@ -23,7 +23,8 @@ Variants: ``paper`` (the demo preset's GAN without the default moving average an
 convolutions: no lever), ``ema`` (gan.ema=0.995),
 ``augment`` (gan.augment=translation,color,cutout), ``r1`` (gan.r1=1), ``ttur``
 (gan.d_learning_rate = 2x gan.learning_rate), ``resize`` (gan.upsample=resize), ``ema+augment``,
-``ema+resize``, ``all`` (ema, augment, r1, ttur). One run per
+``ema+resize`` (today's defaults), ``ema+resize+augment``, ``ema+resize+ttur``, ``all`` (ema, augment, r1,
+ttur). One run per
 variant: differences smaller than the run-to-run spread of GAN training are not
 findings (``--seeds`` repeats each with other seeds, from ``--first-seed``).
 
@@ -56,6 +57,8 @@ VARIANTS = {
     "resize": ["gan.upsample=resize"],
     "ema+augment": ["gan.ema=0.995", "gan.augment=translation,color,cutout"],
     "ema+resize": ["gan.ema=0.995", "gan.upsample=resize"],
+    "ema+resize+augment": ["gan.ema=0.995", "gan.upsample=resize", "gan.augment=translation,color,cutout"],
+    "ema+resize+ttur": ["gan.ema=0.995", "gan.upsample=resize", "gan.d_learning_rate=4e-4"],
     "all": ["gan.ema=0.995", "gan.augment=translation,color,cutout", "gan.r1=1.0", "gan.d_learning_rate=4e-4"],
 }
 

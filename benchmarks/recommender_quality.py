@@ -8,7 +8,7 @@ sample when --hm-dir is given) this trains, in ``--out/<dataset>/<method>``:
 2. ``pop``, ``bpr-mf``, ``vbpr`` (features of 1), ``dvbpr`` (from scratch) and
    ``dvbpr-init`` (item tower initialised from 1, via ``model.init_from``),
 3. ``vbpr-imagenet`` (VBPR on the frozen pooled ImageNet features of
-   EfficientNet-Lite0 at ``--backbone-resolution``,
+   EfficientNet-Lite0 at ``--backbone-resolution``, 128 px by default under ``--preset cpu``,
    ``baseline.features_from=imagenet:efficientnet_lite0@R``) and
    ``dvbpr-imagenet`` (DVBPR whose tower is that backbone at the same R, from
    its ImageNet weights, fine-tuned end to end above its ``--frozen-stages``
@@ -89,6 +89,10 @@ BUDGETS = {
     "quick": {"classifier": 0.5, "pop": 0.2, "bpr-mf": 0.3, "vbpr": 0.3, "true-features": 0.3, "dvbpr": 0.7,
               "dvbpr-init": 0.7, "vbpr-imagenet": 0.3, "dvbpr-imagenet": 0.7},
 }
+
+# The backbone rows' image side per preset when --backbone-resolution is not given: cpu 128 (the README's
+# tables; twice the preset's 64 px), any other preset its data.resolution.
+BACKBONE_RESOLUTION = {"cpu": 128}
 
 
 def build_config(name: str, preset: str, hm_dir: str, overrides: list[str]):
@@ -177,14 +181,21 @@ def run_dataset(name: str, args, log) -> dict:
         report["oracle"] = {k: v for k, v in oracle.items() if isinstance(v, (int, float))}
         log(f"[{name}] oracle: " + json.dumps(report["oracle"]))
 
-    def train_or_reuse(method, w, train):
+    def train_or_reuse(method, w, train, mcfg=None, kind=None):
         """``train()`` trains within the budget and the run is recorded in ``w/benchmark_run.json``;
-        with --reuse a work directory that already holds a finished run is evaluated as it is."""
-        from tfmodels.workdir import read_model_json
+        with --reuse a work directory that already holds a finished run is evaluated as it is, after
+        the resume guard of ``kind`` has checked it was trained with ``mcfg``'s settings (so a reused
+        row cannot silently be another resolution, backbone or feature source than this run's)."""
+        from tfmodels import workdir as workdir_lib
 
         record = os.path.join(w, "benchmark_run.json")
         if args.reuse and os.path.exists(os.path.join(w, "model.json")):
-            info = read_model_json(w)
+            if kind is not None:
+                try:
+                    workdir_lib.check_resumable(mcfg, w, kinds.get(kind).resume_keys)
+                except ValueError as e:
+                    raise SystemExit(f"--reuse {method}: {e}") from None
+            info = workdir_lib.read_model_json(w)
             saved = json.load(open(record)) if os.path.exists(record) else {}
             best_path = os.path.join(w, "best", "best.json")
             best = json.load(open(best_path)) if os.path.exists(best_path) else None
@@ -246,7 +257,7 @@ def run_dataset(name: str, args, log) -> dict:
     def run_baseline(method, train_fn, tune_as=None):
         w = os.path.join(root, method)
         mcfg = tuned(method, tune_as, budgeted(method))
-        result = train_or_reuse(method, w, lambda: train_fn(mcfg, w, dataset, split))
+        result = train_or_reuse(method, w, lambda: train_fn(mcfg, w, dataset, split), mcfg, tune_as)
         evaluate_test(method, kinds.load_scorer(w, best=True)[0], result)
         report["curves"][method] = read_curve(w)
 
@@ -263,7 +274,7 @@ def run_dataset(name: str, args, log) -> dict:
             pixels = load_images(dataset, resolution, cfg.data.cache_dir, skip_bad=cfg.data.skip_bad_images)
         # One strategy object per process for every run (see strategy.build_strategy).
         result = train_or_reuse(method, w, lambda: recommender.train_dvbpr_on(
-            mcfg, w, dataset, split, pixels, strategy=build_strategy(mcfg.train.strategy)))
+            mcfg, w, dataset, split, pixels, strategy=build_strategy(mcfg.train.strategy)), mcfg, "dvbpr")
         evaluate_test(method, kinds.load_scorer(w, best=True)[0], result)
         report["curves"][method] = read_curve(w)
 
@@ -278,14 +289,15 @@ def run_dataset(name: str, args, log) -> dict:
     if {"vbpr", "dvbpr-init"} & set(methods):
         w = os.path.join(root, "classifier")
         ccfg = budgeted("classifier")
-        clf = train_or_reuse("classifier", w, lambda: classifier.train_classifier(ccfg, w, dataset=dataset))
+        clf = train_or_reuse("classifier", w, lambda: classifier.train_classifier(ccfg, w, dataset=dataset),
+                             ccfg, "classifier")
         report["classifier"] = {"steps": int(clf["step"]), "accuracy": clf["metrics"].get("accuracy"),
                                 "chance": clf["metrics"].get("chance"),
                                 "train_minutes": (None if clf["train_seconds"] is None
                                                   else round(clf["train_seconds"] / 60, 2))}
         log(f"[{name}] classifier: {json.dumps(report['classifier'])}")
     clf_dir = os.path.abspath(os.path.join(root, "classifier"))
-    backbone_resolution = args.backbone_resolution or cfg.data.resolution
+    backbone_resolution = args.backbone_resolution or BACKBONE_RESOLUTION.get(preset) or cfg.data.resolution
     report["backbone"] = {"tower": BACKBONE, "resolution": backbone_resolution, "frozen_stages": args.frozen_stages,
                           "backbone_learning_rate": cfg.train.backbone_learning_rate or cfg.train.learning_rate}
     for method in methods:
@@ -464,7 +476,7 @@ def main(argv=None) -> int:
                    help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
     p.add_argument("--backbone-resolution", type=int, default=0,
                    help="image side of the backbone rows (vbpr-imagenet's frozen features, dvbpr-imagenet's "
-                        "input; default: the preset's data.resolution)")
+                        "input; default: 128 for --preset cpu, else the preset's data.resolution)")
     p.add_argument("--frozen-stages", type=int, default=7,
                    help="dvbpr-imagenet: lowest backbone stages kept at their ImageNet weights (0-9, model.frozen_stages)")
     p.add_argument("--baseline-max-steps", type=int, default=0,
