@@ -20,10 +20,10 @@ and the table gives
   without Inception weights.
 
 Variants: ``paper`` (the demo preset's GAN without the default moving average and with transposed
-convolutions: no lever), ``ema`` (gan.ema=0.995),
+convolutions: no lever), ``ema`` (gan.ema=0.995: today's defaults),
 ``augment`` (gan.augment=translation,color,cutout), ``r1`` (gan.r1=1), ``ttur``
 (gan.d_learning_rate = 2x gan.learning_rate), ``resize`` (gan.upsample=resize), ``ema+augment``,
-``ema+resize`` (today's defaults), ``ema+resize+augment``, ``ema+resize+ttur``, ``all`` (ema, augment, r1,
+``ema+resize``, ``ema+resize+augment``, ``ema+resize+ttur``, ``all`` (ema, augment, r1,
 ttur). One run per
 variant: differences smaller than the run-to-run spread of GAN training are not
 findings (``--seeds`` repeats each with other seeds, from ``--first-seed``).
