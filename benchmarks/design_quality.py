@@ -13,7 +13,8 @@ wall-clock budget (cpu: 12 min DVBPR up to 3,000 steps, 22 min GAN up to 30,000,
 samples keep improving with training length, benchmarks/gan_levers.py; the steps
 reached are in the table), since this shared machine's speed varies several-fold
 (a rerun resumes or reuses them; ``--rec SETUP=W`` reuses an existing DVBPR work
-directory trained on the same data and settings), a category classifier for the category-term rows
+directory trained on the same data settings, with any tower and resolution, e.g. an ImageNet backbone at
+128 px: the designer resizes the GAN's images to the tower's input), a category classifier for the category-term rows
 (below), and a small category classifier (the *judge*,
 ``tfmodels.gan_metrics.build_judge``) on the real images at the GAN's size.
 Then for ``users`` random users with training interactions and every evaluated
@@ -490,7 +491,8 @@ def main(argv=None) -> int:
     p.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated subset of {','.join(SETUPS)}")
     p.add_argument("--hm-dir", default="", help="folder of the H&M sample (hm-* setups are skipped without it)")
     p.add_argument("--rec", action="append", default=[], metavar="SETUP=WORKDIR",
-                   help="reuse a trained DVBPR work directory for a setup (same data settings)")
+                   help="reuse a trained DVBPR work directory for a setup (same data settings; any tower "
+                        "and resolution)")
     p.add_argument("--reuse", action="store_true",
                    help="use DVBPR and GAN runs already in --out as they are (no further training), "
                         "e.g. to evaluate again")
