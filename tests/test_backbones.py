@@ -221,6 +221,34 @@ def test_backbone_dvbpr_trains_fine_tunes_the_upper_stages_and_resumes(backbone_
         train_dvbpr_on(changed, workdir, dataset, split, images, evaluate_fn=_cheap_eval)
 
 
+@pytest.mark.slow
+def test_dvbpr_starts_from_another_dvbpr_run_frozen_differently(backbone_run, tmp_path):
+    """model.init_from=<DVBPR run>: its best user vectors and tower, layer by layer (its stages 0-5 were frozen,
+    here 0-6, so the backbone's weight lists come in other orders); another split is refused."""
+    import dataclasses
+
+    from tfmodels.training.recommender import DVBPRTask, load_dvbpr
+
+    dataset, split, images = backbone_run["data"]
+    cfg = _backbone_dvbpr_cfg(4)
+    cfg.model.frozen_stages, cfg.model.init_from = 7, backbone_run["workdir"]
+    task = DVBPRTask(cfg, dataset, split, images)
+    task.build(None)
+    task.initialize()
+    source = load_dvbpr(backbone_run["workdir"])[0]
+    np.testing.assert_array_equal(task.model.user_embedding.embeddings.numpy(),
+                                  source.user_embedding.embeddings.numpy())
+    x = to_model_input(images[:4])
+    np.testing.assert_allclose(task.model.item_embeddings(x).numpy(), source.item_embeddings(x).numpy(),
+                               rtol=1e-6, atol=1e-6)
+
+    other = dataclasses.replace(split, test_item=np.roll(split.test_item, 1))
+    task = DVBPRTask(cfg, dataset, other, images)
+    task.build(None)
+    with pytest.raises(ValueError, match="another split.*belong to other users"):
+        task.initialize()
+
+
 _SESSION_RUN = r"""
 import json, sys
 import numpy as np

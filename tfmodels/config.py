@@ -74,7 +74,8 @@ class ModelConfig:
     dropout: float = 0.5
     """Dropout rate on the fully connected layers."""
     init_from: str = ""
-    """Optional workdir of a pre-trained item tower (category classifier) to start from."""
+    """Optional workdir to start a fresh DVBPR run from: a category classifier (its item tower) or a DVBPR run on
+    the same split (user vectors and item tower, e.g. one that trained only the head with frozen_stages=9)."""
     tower: str = "cnnf"
     """Item tower Phi (tfmodels.models.towers.TOWERS): cnnf (the paper's CNN-F) or an EfficientNet-Lite
     backbone efficientnet_lite0 / efficientnet_lite1 / efficientnet_lite2, each under the K-dim embedding layer."""

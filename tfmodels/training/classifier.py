@@ -208,9 +208,23 @@ def load_pretrained_tower(classifier_workdir: str, best: bool = True) -> tf.kera
     return load_classifier(classifier_workdir, best)[0].item_tower
 
 
+def _weight_layers(model: tf.keras.Model, prefix: str = ""):
+    """(path, layer) of every layer holding weights, nested models walked ("efficientnet_lite0/stem_conv").
+
+    Layer by layer, because a nested model's own ``get_weights()`` lists trainable weights before frozen
+    ones: two towers with different ``model.frozen_stages`` would list the same weights in other orders.
+    """
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.Model):
+            yield from _weight_layers(layer, f"{prefix}{layer.name}/")
+        elif layer.weights:
+            yield prefix + layer.name, layer
+
+
 def copy_tower_weights(source: tf.keras.Model, tower: tf.keras.Model, what: str = "pre-trained tower",
                        keep_fresh=()) -> list[str]:
-    """Copies weights layer by layer (matched by name) from ``source`` into ``tower``; returns copied names.
+    """Copies weights layer by layer (matched by name) from ``source`` into ``tower``; returns the names of
+    ``tower``'s top-level layers that got weights (a nested backbone counts as one).
 
     Layers named in ``keep_fresh`` (e.g. the final ``embedding`` layer when K
     differs) keep their initialisation when the source lacks them or their shapes
@@ -219,25 +233,24 @@ def copy_tower_weights(source: tf.keras.Model, tower: tf.keras.Model, what: str 
     Raises:
       ValueError: naming the first layer that is missing or whose shapes differ.
     """
+    sources = dict(_weight_layers(source))
     copied = []
-    for layer in tower.layers:
-        weights = layer.get_weights()
-        if not weights:
-            continue
-        try:
-            src_w = source.get_layer(layer.name).get_weights()
-        except ValueError:
-            if layer.name in keep_fresh:
+    for path, layer in _weight_layers(tower):
+        fresh = path.split("/")[0] in keep_fresh
+        if path not in sources:
+            if fresh:
                 continue
-            raise ValueError(f"{what} has no layer {layer.name!r}") from None
+            raise ValueError(f"{what} has no layer {path!r}")
+        weights, src_w = layer.get_weights(), sources[path].get_weights()
         shapes, src_shapes = [w.shape for w in weights], [w.shape for w in src_w]
         if shapes != src_shapes:
-            if layer.name in keep_fresh:
+            if fresh:
                 continue
-            raise ValueError(f"{what}: layer {layer.name} has shapes {src_shapes}, the target needs {shapes} "
+            raise ValueError(f"{what}: layer {path} has shapes {src_shapes}, the target needs {shapes} "
                              f"(use the same model.width / fc_units / data.resolution)")
         layer.set_weights(src_w)
-        copied.append(layer.name)
+        if path.split("/")[0] not in copied:
+            copied.append(path.split("/")[0])
     if not copied:
         raise ValueError(f"no weights copied from {what}")
     return copied

@@ -179,7 +179,7 @@ class DVBPRTask(loop.Task):
         if loaded:
             print(f"[dvbpr] {self.cfg.model.tower} item tower initialised with {loaded}", flush=True)
         if self.cfg.model.init_from:
-            load_pretrained_into(self.model, self.cfg.model.init_from)
+            load_pretrained_into(self.model, self.cfg.model.init_from, self.split)
         if self.kernel_start is not None:
             for start, kernel in zip(self.kernel_start.values, towers.kernel_variables(self.model.item_tower)):
                 start.assign(kernel)
@@ -283,22 +283,55 @@ class DVBPRTask(loop.Task):
 # --------------------------------------------------------------------------- pre-trained init
 
 
-def load_pretrained_into(model: DVBPR, classifier_workdir: str) -> None:
-    """Copies a pre-trained classifier's CNN-F trunk into ``model.item_tower``.
+def load_pretrained_into(model: DVBPR, source_workdir: str, split=None) -> None:
+    """Starts a fresh DVBPR ``model`` from a trained work directory (``model.init_from``).
 
-    The classifier (``tfmodels.training.classifier``) builds its trunk with the same
-    ``build_item_tower``, so layers match by name. The final ``embedding`` layer
-    keeps its fresh initialisation when its shape differs (K differs); a conv/fc
-    shape mismatch elsewhere is an error.
+    - A category classifier (``tfmodels.training.classifier``, built with the same
+      ``build_item_tower``, so layers match by name): its item tower. The final
+      ``embedding`` layer keeps its fresh initialisation when its shape differs (K
+      differs); a mismatch elsewhere is an error.
+    - A DVBPR run on the same data and split (``split``): its best checkpoint's
+      user vectors and item tower, e.g. a run that trained only the embedding head
+      on a frozen backbone (``model.frozen_stages=9``, fast on the cached
+      features) before this one fine-tunes the upper stages from it (linear
+      probing, then fine-tuning: the backbone's first updates then follow a
+      trained head instead of a random one).
+
+    Raises:
+      FileNotFoundError: ``source_workdir`` is not a trained work directory.
+      ValueError: another kind of run, another split, or a tower that does not match.
     """
     from tfmodels.training import classifier
 
-    source = classifier.load_pretrained_tower(classifier_workdir)
-    copied = classifier.copy_tower_weights(source, model.item_tower, f"model.init_from={classifier_workdir}",
-                                           keep_fresh=("embedding",))
+    what = f"model.init_from={source_workdir}"
+    kind = workdir_lib.read_model_json(source_workdir).get("kind")
+    if kind == KIND:
+        src_cfg = workdir_lib.load_config(source_workdir)
+        _, src_split = workdir_lib.load_data(source_workdir)
+        if split is not None and not _same_split(src_split, split):
+            raise ValueError(f"{what}: that DVBPR run has another split ({src_split.num_users} users, "
+                             f"{src_split.num_items} items, {len(src_split.train_item)} training pairs; this run "
+                             f"{split.num_users}, {split.num_items}, {len(split.train_item)}): its user vectors "
+                             f"belong to other users")
+        source = build_dvbpr(src_cfg.model, src_split.num_users, src_cfg.data.resolution)
+        tf.train.Checkpoint(model=source).restore(workdir_lib.checkpoint_path(source_workdir)).expect_partial()
+        copied = classifier.copy_tower_weights(source.item_tower, model.item_tower, what)
+        model.user_embedding.set_weights(source.user_embedding.get_weights())
+        print(f"[dvbpr] initialised from the DVBPR run {source_workdir} (best checkpoint): user vectors, "
+              f"{', '.join(copied)}", flush=True)
+        return
+    if kind != "classifier":
+        raise ValueError(f"{what}: a {kind} work directory; expected a category classifier or a DVBPR run")
+    source = classifier.load_pretrained_tower(source_workdir)
+    copied = classifier.copy_tower_weights(source, model.item_tower, what, keep_fresh=("embedding",))
     fresh = [layer.name for layer in model.item_tower.layers if layer.weights and layer.name not in copied]
-    print(f"[dvbpr] item tower initialised from {classifier_workdir}: {', '.join(copied)}"
+    print(f"[dvbpr] item tower initialised from {source_workdir}: {', '.join(copied)}"
           + (f" (kept fresh: {', '.join(fresh)})" if fresh else ""), flush=True)
+
+
+def _same_split(a, b) -> bool:
+    return (a.num_users, a.num_items) == (b.num_users, b.num_items) and all(
+        np.array_equal(getattr(a, k), getattr(b, k)) for k in ("train_user", "train_item", "val_item", "test_item"))
 
 
 # --------------------------------------------------------------------------- projector
