@@ -10,9 +10,14 @@ sample when --hm-dir is given) this trains, in ``--out/<dataset>/<method>``:
 3. ``vbpr-imagenet`` (VBPR on the frozen pooled ImageNet features of
    EfficientNet-Lite0 at ``--backbone-resolution``, 128 px by default under ``--preset cpu``,
    ``baseline.features_from=imagenet:efficientnet_lite0@R``) and
-   ``dvbpr-imagenet`` (DVBPR whose tower is that backbone at the same R, from
-   its ImageNet weights, fine-tuned end to end above its ``--frozen-stages``
-   lowest stages, whose output is computed once per item: ``model.cache_frozen``),
+   ``dvbpr-imagenet-head`` (DVBPR on that backbone kept frozen: only the embedding
+   head and the user vectors train, on the backbone's output computed once per
+   item; the same model as the fine-tuned row, so the cleanest frozen-vs-fine-tuned
+   pair) and ``dvbpr-imagenet`` (DVBPR whose tower is that backbone at the same R,
+   from its ImageNet weights, fine-tuned end to end above its ``--frozen-stages``
+   lowest stages, whose output is computed once per item: ``model.cache_frozen``;
+   with ``--fine-tune-from-head`` it starts from the head row's best checkpoint,
+   ``model.init_from``: linear probing, then fine-tuning),
 
 all with the shared training loop, validation AUC every ``train.eval_every``
 steps and the best checkpoint kept by validation ``auc_all``. Each method then
@@ -69,11 +74,13 @@ import numpy as np  # noqa: E402
 from tfmodels import files  # noqa: E402
 from _machine import info as machine_info  # noqa: E402
 
-METHODS = ("pop", "bpr-mf", "vbpr", "dvbpr", "dvbpr-init", "vbpr-imagenet", "dvbpr-imagenet")
+METHODS = ("pop", "bpr-mf", "vbpr", "dvbpr", "dvbpr-init", "vbpr-imagenet", "dvbpr-imagenet-head",
+           "dvbpr-imagenet")
 """The rows, in table order; the last two on the ImageNet EfficientNet-Lite0 backbone: frozen (VBPR) against
 fine-tuned (DVBPR)."""
 BACKBONE = "efficientnet_lite0"
-COMPARISONS = (("dvbpr-imagenet", "vbpr-imagenet"), ("dvbpr-init", "vbpr"), ("vbpr-imagenet", "vbpr"),
+COMPARISONS = (("dvbpr-imagenet", "vbpr-imagenet"), ("dvbpr-imagenet", "dvbpr-imagenet-head"),
+               ("dvbpr-imagenet-head", "vbpr-imagenet"), ("dvbpr-init", "vbpr"), ("vbpr-imagenet", "vbpr"),
                ("dvbpr-imagenet", "dvbpr-init"), ("vbpr", "pop"), ("vbpr-imagenet", "pop"))
 """Pairs (a, b) whose per-user differences a - b get a paired bootstrap 95% interval."""
 CI_KEYS = ("auc_all", "auc_cold_vs_cold", "recall_at_10")
@@ -85,9 +92,9 @@ COLUMNS = ("auc_all", "auc_cold", "auc_cold_vs_cold", "auc_sampled_all", "auc_sa
 # (DVBPR's 3,000-step cap usually ends it first; the backbone rows add the feature/activation passes).
 BUDGETS = {
     "cpu": {"classifier": 4.0, "pop": 1.0, "bpr-mf": 3.0, "vbpr": 3.0, "true-features": 3.0, "dvbpr": 12.0,
-            "dvbpr-init": 12.0, "vbpr-imagenet": 3.0, "dvbpr-imagenet": 12.0},
+            "dvbpr-init": 12.0, "vbpr-imagenet": 3.0, "dvbpr-imagenet-head": 4.0, "dvbpr-imagenet": 12.0},
     "quick": {"classifier": 0.5, "pop": 0.2, "bpr-mf": 0.3, "vbpr": 0.3, "true-features": 0.3, "dvbpr": 0.7,
-              "dvbpr-init": 0.7, "vbpr-imagenet": 0.3, "dvbpr-imagenet": 0.7},
+              "dvbpr-init": 0.7, "vbpr-imagenet": 0.3, "dvbpr-imagenet-head": 0.3, "dvbpr-imagenet": 0.7},
 }
 
 # The backbone rows' image side per preset when --backbone-resolution is not given: cpu 128 (the README's
@@ -154,6 +161,7 @@ def run_dataset(name: str, args, log) -> dict:
     from tfmodels.training import baselines, classifier, recommender
     from tfmodels.training.strategy import build_strategy
     from tfmodels import tune as tune_lib
+    from tfmodels.models.efficientnet_lite import NUM_STAGES
 
     preset = "quick" if args.quick else args.preset
     budgets = dict(BUDGETS["quick" if args.quick else "cpu"])
@@ -234,6 +242,8 @@ def run_dataset(name: str, args, log) -> dict:
         mcfg = copy.deepcopy(cfg)
         mcfg.train.minutes = budgets[method]
         mcfg.baseline.steps = args.baseline_max_steps or 5 * cfg.train.steps
+        if method == "dvbpr-imagenet-head":  # a step costs about what a VBPR step does
+            mcfg.train.steps = mcfg.baseline.steps
         if method in args.steps:  # the kind's own step cap (DVBPR rows: train.steps; the others: baseline.steps)
             if method.startswith("dvbpr"):
                 mcfg.train.steps = args.steps[method]
@@ -299,6 +309,7 @@ def run_dataset(name: str, args, log) -> dict:
     clf_dir = os.path.abspath(os.path.join(root, "classifier"))
     backbone_resolution = args.backbone_resolution or BACKBONE_RESOLUTION.get(preset) or cfg.data.resolution
     report["backbone"] = {"tower": BACKBONE, "resolution": backbone_resolution, "frozen_stages": args.frozen_stages,
+                          "from_head": args.fine_tune_from_head,
                           "backbone_learning_rate": cfg.train.backbone_learning_rate or cfg.train.learning_rate}
     for method in methods:
         t0 = time.time()
@@ -312,9 +323,14 @@ def run_dataset(name: str, args, log) -> dict:
             cfg.baseline.features_from = f"imagenet:{BACKBONE}@{backbone_resolution}"
             run_baseline(method, kinds.get("vbpr").train, tune_as="vbpr")
             cfg.baseline.features_from = ""
+        elif method == "dvbpr-imagenet-head":
+            run_dvbpr(method, resolution=backbone_resolution, tower=BACKBONE, tower_weights="imagenet",
+                      frozen_stages=NUM_STAGES)
         elif method == "dvbpr-imagenet":
             run_dvbpr(method, resolution=backbone_resolution, tower=BACKBONE, tower_weights="imagenet",
-                      frozen_stages=args.frozen_stages)
+                      frozen_stages=args.frozen_stages,
+                      init_from=os.path.abspath(os.path.join(root, "dvbpr-imagenet-head")) if args.fine_tune_from_head
+                      else "")
         else:
             run_baseline(method, kinds.get(method).train, tune_as=method)
         log(f"[{name}] {method} done in {(time.time() - t0) / 60:.1f} min")
@@ -452,10 +468,13 @@ def markdown(results: dict) -> str:
         if "backbone" in rep and any(m.endswith("-imagenet") for m in rep["methods"]):
             bb = rep["backbone"]
             lines += ["", f"Backbone rows: {bb['tower']} from its ImageNet weights at {bb['resolution']} px; "
-                          f"vbpr-imagenet on its frozen pooled features; dvbpr-imagenet fine-tunes stages "
+                          f"vbpr-imagenet on its frozen pooled features; dvbpr-imagenet-head trains only DVBPR's "
+                          f"embedding head and user vectors on the frozen backbone; dvbpr-imagenet fine-tunes stages "
                           f"{bb['frozen_stages']}..8 (of stem 0, MBConv 1-7, head conv 8) and the embedding "
                           f"end to end with the BPR objective (backbone Adam rate {bb['backbone_learning_rate']:g}), "
-                          f"on the frozen stages' cached output."]
+                          f"on the frozen stages' cached output"
+                          + (", starting from dvbpr-imagenet-head's best checkpoint (linear probing, then "
+                             "fine-tuning)." if bb.get("from_head") else ".")]
         u = next(iter(rep["methods"].values()), {})
         lines += ["", f"Test users: {u.get('users', '?')}, cold: {u.get('cold_users', '?')}, "
                       f"cold-vs-cold: {u.get('cold_vs_cold_users', '?')}.",
@@ -479,6 +498,10 @@ def main(argv=None) -> int:
                         "input; default: 128 for --preset cpu, else the preset's data.resolution)")
     p.add_argument("--frozen-stages", type=int, default=7,
                    help="dvbpr-imagenet: lowest backbone stages kept at their ImageNet weights (0-9, model.frozen_stages)")
+    p.add_argument("--fine-tune-from-head", action="store_true",
+                   help="dvbpr-imagenet starts from dvbpr-imagenet-head's best checkpoint (its user vectors and "
+                        "trained head; model.init_from) instead of a random head: needs dvbpr-imagenet-head in "
+                        "--methods")
     p.add_argument("--baseline-max-steps", type=int, default=0,
                    help="step cap of BPR-MF and VBPR (default: 5x the preset's train.steps; they are fast, "
                         "and their budget usually ends training first)")
@@ -518,6 +541,8 @@ def main(argv=None) -> int:
     unknown = set(args.methods) - set(METHODS)
     if unknown:
         p.error(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+    if args.fine_tune_from_head and not {"dvbpr-imagenet-head", "dvbpr-imagenet"} <= set(args.methods):
+        p.error("--fine-tune-from-head: needs both dvbpr-imagenet-head and dvbpr-imagenet in --methods")
     names = [d.strip() for d in args.datasets.split(",") if d.strip()]
     if "hm" in names and not (args.hm_dir and os.path.isdir(args.hm_dir)):
         print(f"skipping hm: --hm-dir {args.hm_dir!r} is not a folder", flush=True)
