@@ -8,8 +8,8 @@ sample when --hm-dir is given) this trains, in ``--out/<dataset>/<method>``:
 2. ``pop``, ``bpr-mf``, ``vbpr`` (features of 1), ``dvbpr`` (from scratch) and
    ``dvbpr-init`` (item tower initialised from 1, via ``model.init_from``),
 3. ``vbpr-imagenet`` (VBPR on the frozen pooled ImageNet features of
-   EfficientNet-Lite0 at ``--backbone-resolution``, 128 px by default under ``--preset cpu``,
-   ``baseline.features_from=imagenet:efficientnet_lite0@R``) and
+   EfficientNet-Lite0, or ``--backbone``, at ``--backbone-resolution``, 128 px by default under
+   ``--preset cpu``, ``baseline.features_from=imagenet:efficientnet_lite0@R``),
    ``dvbpr-imagenet-head`` (DVBPR on that backbone kept frozen: only the embedding
    head and the user vectors train, on the backbone's output computed once per
    item; the same model as the fine-tuned row, so the cleanest frozen-vs-fine-tuned
@@ -76,9 +76,8 @@ from _machine import info as machine_info  # noqa: E402
 
 METHODS = ("pop", "bpr-mf", "vbpr", "dvbpr", "dvbpr-init", "vbpr-imagenet", "dvbpr-imagenet-head",
            "dvbpr-imagenet")
-"""The rows, in table order; the last two on the ImageNet EfficientNet-Lite0 backbone: frozen (VBPR) against
-fine-tuned (DVBPR)."""
-BACKBONE = "efficientnet_lite0"
+"""The rows, in table order; the last three on the ImageNet backbone (``--backbone``): frozen (VBPR, DVBPR's
+head alone) against fine-tuned (DVBPR)."""
 COMPARISONS = (("dvbpr-imagenet", "vbpr-imagenet"), ("dvbpr-imagenet", "dvbpr-imagenet-head"),
                ("dvbpr-imagenet-head", "vbpr-imagenet"), ("dvbpr-init", "vbpr"), ("vbpr-imagenet", "vbpr"),
                ("dvbpr-imagenet", "dvbpr-init"), ("vbpr", "pop"), ("vbpr-imagenet", "pop"))
@@ -308,7 +307,7 @@ def run_dataset(name: str, args, log) -> dict:
         log(f"[{name}] classifier: {json.dumps(report['classifier'])}")
     clf_dir = os.path.abspath(os.path.join(root, "classifier"))
     backbone_resolution = args.backbone_resolution or BACKBONE_RESOLUTION.get(preset) or cfg.data.resolution
-    report["backbone"] = {"tower": BACKBONE, "resolution": backbone_resolution, "frozen_stages": args.frozen_stages,
+    report["backbone"] = {"tower": args.backbone, "resolution": backbone_resolution, "frozen_stages": args.frozen_stages,
                           "from_head": args.fine_tune_from_head,
                           "backbone_learning_rate": cfg.train.backbone_learning_rate or cfg.train.learning_rate}
     for method in methods:
@@ -320,14 +319,14 @@ def run_dataset(name: str, args, log) -> dict:
         elif method in ("dvbpr", "dvbpr-init"):
             run_dvbpr(method, init_from=clf_dir if method == "dvbpr-init" else "")
         elif method == "vbpr-imagenet":
-            cfg.baseline.features_from = f"imagenet:{BACKBONE}@{backbone_resolution}"
+            cfg.baseline.features_from = f"imagenet:{args.backbone}@{backbone_resolution}"
             run_baseline(method, kinds.get("vbpr").train, tune_as="vbpr")
             cfg.baseline.features_from = ""
         elif method == "dvbpr-imagenet-head":
-            run_dvbpr(method, resolution=backbone_resolution, tower=BACKBONE, tower_weights="imagenet",
+            run_dvbpr(method, resolution=backbone_resolution, tower=args.backbone, tower_weights="imagenet",
                       frozen_stages=NUM_STAGES)
         elif method == "dvbpr-imagenet":
-            run_dvbpr(method, resolution=backbone_resolution, tower=BACKBONE, tower_weights="imagenet",
+            run_dvbpr(method, resolution=backbone_resolution, tower=args.backbone, tower_weights="imagenet",
                       frozen_stages=args.frozen_stages,
                       init_from=os.path.abspath(os.path.join(root, "dvbpr-imagenet-head")) if args.fine_tune_from_head
                       else "")
@@ -496,6 +495,9 @@ def main(argv=None) -> int:
     p.add_argument("--backbone-resolution", type=int, default=0,
                    help="image side of the backbone rows (vbpr-imagenet's frozen features, dvbpr-imagenet's "
                         "input; default: 128 for --preset cpu, else the preset's data.resolution)")
+    p.add_argument("--backbone", default="efficientnet_lite0",
+                   choices=("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"),
+                   help="ImageNet backbone of the backbone rows (default %(default)s; trained at 224/240/260 px)")
     p.add_argument("--frozen-stages", type=int, default=7,
                    help="dvbpr-imagenet: lowest backbone stages kept at their ImageNet weights (0-9, model.frozen_stages)")
     p.add_argument("--fine-tune-from-head", action="store_true",
