@@ -325,7 +325,7 @@ def test_classifier_on_a_backbone_tower_gives_pooled_features_and_inits_dvbpr(tm
     feats = classifier.classifier_features(workdir, dataset)
     assert feats.shape == (len(images), el.FEATURES)
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1).mean(), 1.0, rtol=1e-5)
-    load_pretrained_into(build_dvbpr(cfg.model, split.num_users, 32), workdir)
+    load_pretrained_into(build_dvbpr(cfg.model, split.num_users, 32), workdir, split)
     assert f"item tower initialised from {workdir}: efficientnet_lite0, embedding\n" in capsys.readouterr().out
 
 

@@ -271,7 +271,7 @@ def _load_one(source: ImageSource, index: int, resolution: int) -> np.ndarray:
     return square_resize(source.load(index), resolution)
 
 
-class _Progress:
+class Progress:
     """A one-line progress report on stderr for work that takes more than a few seconds."""
 
     def __init__(self, what: str, total: int, every: float = 2.0):
@@ -324,7 +324,7 @@ def decode_images(source: ImageSource, resolution: int, out: np.ndarray, indices
     if hasattr(source, "draft_size"):
         source.draft_size = resolution
     workers = workers or int(os.environ.get("TFMODELS_DECODE_WORKERS", "0") or 0) or os.cpu_count() or 1
-    progress = _Progress(what, n)
+    progress = Progress(what, n)
 
     def work(row):
         try:

@@ -62,7 +62,7 @@ def resize_to(images_float, side: int):
     return tf.image.resize(images_float, [side, side], method="bilinear", antialias=shrink)
 
 
-def embed_in_batches(fn, images_uint8, batch_size: int = 256, items=None):
+def embed_in_batches(fn, images_uint8, batch_size: int = 256, items=None, what: str = ""):
     """``fn(to_model_input(images))`` over uint8 images in batches, on the host (inference).
 
     The one loop that turns a catalogue into embeddings, logits or features
@@ -77,6 +77,8 @@ def embed_in_batches(fn, images_uint8, batch_size: int = 256, items=None):
       images_uint8: uint8 [N, H, W, 3].
       batch_size: rows per call.
       items: optional int [M] rows of ``images_uint8`` to use, in that order (default: all).
+      what: when given, a progress line on stderr under that name (rows done, rate, ETA) for a
+        pass that takes more than a few seconds.
 
     Returns:
       float NumPy [M, ...] equal to ``fn`` on all the rows at once (up to float
@@ -93,7 +95,15 @@ def embed_in_batches(fn, images_uint8, batch_size: int = 256, items=None):
     call_fn = (lambda x: fn(x, training=False)) if isinstance(fn, tf.keras.Model) else fn
     call = tf.function(lambda x: call_fn(to_model_input(x)),
                        input_signature=[tf.TensorSpec([None, *shape[1:]], tf.uint8)])
+    from tfmodels.data.images import Progress
+
+    progress = Progress(what, len(items)) if what else None
+    outs = []
     # An empty selection still makes one call, so the result has fn's trailing shape.
-    outs = [call(np.asarray(images_uint8[items[s:s + batch_size]], np.uint8))
-            for s in range(0, max(len(items), 1), batch_size)]
+    for s in range(0, max(len(items), 1), batch_size):
+        outs.append(call(np.asarray(images_uint8[items[s:s + batch_size]], np.uint8)))
+        if progress is not None:
+            progress.update(min(s + batch_size, len(items)))
+    if progress is not None:
+        progress.close()
     return tf.nest.map_structure(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *outs)

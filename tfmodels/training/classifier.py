@@ -185,7 +185,8 @@ def imagenet_features(spec: str, dataset, cache_dir: str = "", resolution: int =
     side = int(side) if side else resolution
     backbone = towers.pretrained_backbone(name, side)
     images = load_images(dataset, side, cache_dir=cache_dir, skip_bad=skip_bad)
-    return _unit_mean_norm(embed_in_batches(backbone, images), f"{IMAGENET_PREFIX}{spec}")
+    return _unit_mean_norm(embed_in_batches(backbone, images, what=f"{name} ImageNet features at {side} px"),
+                           f"{IMAGENET_PREFIX}{spec}")
 
 
 def frozen_features(source: str, dataset, cfg) -> np.ndarray:

@@ -283,14 +283,14 @@ class DVBPRTask(loop.Task):
 # --------------------------------------------------------------------------- pre-trained init
 
 
-def load_pretrained_into(model: DVBPR, source_workdir: str, split=None) -> None:
+def load_pretrained_into(model: DVBPR, source_workdir: str, split) -> None:
     """Starts a fresh DVBPR ``model`` from a trained work directory (``model.init_from``).
 
     - A category classifier (``tfmodels.training.classifier``, built with the same
       ``build_item_tower``, so layers match by name): its item tower. The final
       ``embedding`` layer keeps its fresh initialisation when its shape differs (K
       differs); a mismatch elsewhere is an error.
-    - A DVBPR run on the same data and split (``split``): its best checkpoint's
+    - A DVBPR run on the same data and split (``split``, this run's): its best checkpoint's
       user vectors and item tower, e.g. a run that trained only the embedding head
       on a frozen backbone (``model.frozen_stages=9``, fast on the cached
       features) before this one fine-tunes the upper stages from it (linear
@@ -308,7 +308,7 @@ def load_pretrained_into(model: DVBPR, source_workdir: str, split=None) -> None:
     if kind == KIND:
         src_cfg = workdir_lib.load_config(source_workdir)
         _, src_split = workdir_lib.load_data(source_workdir)
-        if split is not None and not _same_split(src_split, split):
+        if not _same_split(src_split, split):
             raise ValueError(f"{what}: that DVBPR run has another split ({src_split.num_users} users, "
                              f"{src_split.num_items} items, {len(src_split.train_item)} training pairs; this run "
                              f"{split.num_users}, {split.num_items}, {len(split.train_item)}): its user vectors "
