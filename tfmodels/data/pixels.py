@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfmodels.data.images import Progress
+
 
 def to_model_input(images_uint8):
     """uint8 images -> float32 in [-1, 1]: ``x / 127.5 - 1``.
@@ -95,8 +97,6 @@ def embed_in_batches(fn, images_uint8, batch_size: int = 256, items=None, what: 
     call_fn = (lambda x: fn(x, training=False)) if isinstance(fn, tf.keras.Model) else fn
     call = tf.function(lambda x: call_fn(to_model_input(x)),
                        input_signature=[tf.TensorSpec([None, *shape[1:]], tf.uint8)])
-    from tfmodels.data.images import Progress
-
     progress = Progress(what, len(items)) if what else None
     outs = []
     # An empty selection still makes one call, so the result has fn's trailing shape.
