@@ -1,5 +1,5 @@
 """GAN quality levers on one time budget: the paper's recipe against gan.ema, gan.augment, gan.r1, gan.d_learning_rate,
-gan.upsample.
+gan.upsample, gan.reuse_fakes.
 
 For one data set (the garment world at 32 px by default) this trains one GAN per
 variant into ``--out/<variant>``, each for ``--minutes`` of wall-clock time (the
@@ -19,8 +19,10 @@ and the table gives
   upscaled to ``--imagenet-resolution`` px; 0 skips it), the closest this project comes to FID
   without Inception weights.
 
-Variants: ``paper`` (the demo preset's GAN without the default moving average and with transposed
-convolutions: no lever), ``ema`` (gan.ema=0.995: today's defaults),
+Variants: ``paper`` (the demo preset's GAN with every GAN setting of ``paper()``: no moving average,
+transposed convolutions, a fresh batch of fakes for each G update: no lever), ``ema`` (gan.ema=0.995),
+``ema+reuse`` (the same with gan.reuse_fakes: today's defaults), ``ema+reuse+t4`` (and 4x4
+transposed convolutions, gan.upsample=transpose4),
 ``augment`` (gan.augment=translation,color,cutout), ``r1`` (gan.r1=1), ``ttur``
 (gan.d_learning_rate = 2x gan.learning_rate), ``resize`` (gan.upsample=resize), ``ema+augment``,
 ``ema+resize``, ``ema+resize+augment``, ``ema+resize+ttur``, ``all`` (ema, augment, r1,
@@ -55,6 +57,8 @@ VARIANTS = {
     "r1": ["gan.r1=1.0"],
     "ttur": ["gan.d_learning_rate=4e-4"],
     "resize": ["gan.upsample=resize"],
+    "ema+reuse": ["gan.ema=0.995", "gan.reuse_fakes=true"],
+    "ema+reuse+t4": ["gan.ema=0.995", "gan.reuse_fakes=true", "gan.upsample=transpose4"],
     "ema+augment": ["gan.ema=0.995", "gan.augment=translation,color,cutout"],
     "ema+resize": ["gan.ema=0.995", "gan.upsample=resize"],
     "ema+resize+augment": ["gan.ema=0.995", "gan.upsample=resize", "gan.augment=translation,color,cutout"],
@@ -120,7 +124,7 @@ def main(argv=None) -> int:
 
     base = config_lib.demo()
     # Every lever starts from the paper's recipe: the GAN settings paper() keeps where today's defaults differ
-    # (the moving average, the resize generator).
+    # (the moving average, reused fakes).
     paper_gan, default_gan = config_lib.paper().gan, config_lib.Config().gan
     for f in dataclasses.fields(paper_gan):
         if getattr(paper_gan, f.name) != getattr(default_gan, f.name):

@@ -84,3 +84,6 @@ def test_a_saved_config_from_before_a_default_changed_keeps_its_behaviour():
     del old["gan"]["upsample"]  # written before gan.upsample existed: transposed convolutions, the default
     assert config.from_dict(old).gan.upsample == "transpose" == config.paper().gan.upsample
     assert config.from_dict(config.to_dict(config.cpu())).gan.ema == config.cpu().gan.ema
+    assert config.Config().gan.reuse_fakes and not config.paper().gan.reuse_fakes
+    del old["gan"]["reuse_fakes"]  # written before gan.reuse_fakes existed: a fresh batch for each G update
+    assert config.from_dict(old).gan.reuse_fakes is False

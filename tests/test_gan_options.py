@@ -1,5 +1,5 @@
 """The GAN's quality levers (moving-average generator, DiffAugment, R1, two-timescale rates, resize-convolution
-upsampling) and its measures."""
+upsampling, reused fakes) and its measures."""
 
 import tfmodels  # noqa: F401  (sets tf-keras before TensorFlow)
 import numpy as np
@@ -12,7 +12,9 @@ from tfmodels.models import gan as gan_lib
 from tfmodels.training import gan as gan_training
 
 OPTIONS = {"ema": ["gan.ema=0.9"], "augment": ["gan.augment=translation,color,cutout"], "r1": ["gan.r1=1.0"],
-           "ttur": ["gan.d_learning_rate=4e-4"], "upsample": ["gan.upsample=resize"]}
+           "ttur": ["gan.d_learning_rate=4e-4"], "upsample": ["gan.upsample=resize"],
+           "transpose4": ["gan.upsample=transpose4"],
+           "fresh_fakes": ["gan.reuse_fakes=false"]}
 
 
 @pytest.mark.slow
@@ -32,6 +34,9 @@ def test_each_option_trains_with_finite_losses_and_resumes(tmp_path, option):
         # Another upsampling cannot read this checkpoint: resuming with it is refused, naming the setting.
         with pytest.raises(ValueError, match="gan.upsample"):
             gan_training.train_gan(_cfg(4), w, data=_toy_data())
+    if option == "transpose4":  # 4x4 stride-2 kernels, the stride dividing the kernel
+        layer = gan_training.load_gan(w)[0].get_layer("to_rgb")
+        assert type(layer).__name__ == "Conv2DTranspose" and layer.kernel.shape[:2] == (4, 4)
     cfg.gan.steps = 4
     again = gan_training.train_gan(cfg, w, data=_toy_data())
     assert again["start_step"] == 2 and again["step"] == 4
@@ -56,6 +61,40 @@ def test_the_moving_average_is_what_sampling_design_and_export_use(tmp_path):
     cfg.gan.ema = 0.0
     with pytest.raises(ValueError, match="gan.ema=0.5"):
         gan_training.train_gan(cfg, w, data=_toy_data())
+
+
+class _CountingModel:
+    """Wraps a Keras model and counts its forward calls."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.model(*args, **kwargs)
+
+    @property
+    def trainable_variables(self):
+        return self.model.trainable_variables
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_reused_fakes_run_the_generator_once_and_still_train_both_networks(reuse):
+    images, cats, _, _ = _toy_data(n=8)
+    cfg = _cfg(1)
+    g, d = gan_lib.build_gan(cfg.gan, 3)
+    g_before, d_before = [v.numpy() for v in g.trainable_variables], [v.numpy() for v in d.trainable_variables]
+    counted = _CountingModel(g)
+    from tfmodels.training import loop as loop_lib
+
+    out = gan_training.gan_train_step(counted, d, loop_lib.build_optimizer(1e-3), loop_lib.build_optimizer(1e-3),
+                                      tf.constant(images), tf.constant(cats), noise_dim=cfg.gan.noise_dim,
+                                      num_categories=3, loss="lsgan", global_batch_size=8, reuse_fakes=reuse)
+    assert counted.calls == (1 if reuse else 2)
+    assert all(np.isfinite(float(v)) for v in out.values())
+    # Both updates happened: the G update's gradient reached G through the tape paused for the D update.
+    assert all(not np.array_equal(a, v.numpy()) for a, v in zip(g_before, g.trainable_variables))
+    assert any(not np.array_equal(a, v.numpy()) for a, v in zip(d_before, d.trainable_variables))
 
 
 def test_ema_update_is_the_weighted_average():

@@ -3,7 +3,8 @@
 Generator ``G(z, c)``: the noise ``z`` [B, noise_dim] is concatenated with the
 one-hot category ``c`` [B, C], projected by a dense layer to a 4x4x(8*base)
 tensor, then doubled in size by 5x5 stride-2 transposed convolutions (or, with
-``gan.upsample=resize``, nearest-neighbour doubling and a 3x3 convolution; batch
+``gan.upsample=transpose4``, 4x4 ones; with ``gan.upsample=resize``, nearest-neighbour
+doubling and a 3x3 convolution; batch
 norm + leaky ReLU, channels halving each time) up to the requested resolution,
 where a last doubling convolution gives 3 channels (or, with ``gan.grey``, one
 channel repeated as R, G and B) and ``tanh`` maps them to [-1, 1] (the project's
@@ -61,10 +62,11 @@ def _num_upsamplings(resolution: int) -> int:
 
 
 def _doubling(channels: int, upsample: str, use_bias: bool, name: str) -> tf.keras.layers.Layer:
-    """One size-doubling convolution: 5x5 stride-2 transposed, or nearest-neighbour x2 then 3x3."""
-    if upsample == "transpose":
-        return tf.keras.layers.Conv2DTranspose(channels, 5, strides=2, padding="same", use_bias=use_bias,
-                                               kernel_initializer=_init(), name=name)
+    """One size-doubling convolution: 5x5 or 4x4 stride-2 transposed, or nearest-neighbour x2 then 3x3."""
+    if upsample in ("transpose", "transpose4"):
+        return tf.keras.layers.Conv2DTranspose(channels, 5 if upsample == "transpose" else 4, strides=2,
+                                               padding="same", use_bias=use_bias, kernel_initializer=_init(),
+                                               name=name)
     return tf.keras.Sequential([tf.keras.layers.UpSampling2D(2, interpolation="nearest"),
                                 tf.keras.layers.Conv2D(channels, 3, padding="same", use_bias=use_bias,
                                                        kernel_initializer=_init())], name=name)
@@ -78,8 +80,8 @@ def build_generator(noise_dim: int, num_categories: int, resolution: int = 64,
     4x4x(8*base) -> size-doubling convs with batch norm + leaky ReLU (0.2),
     channels 8b, 4b, 2b, ... (never below base) -> a last doubling conv to 3
     channels (``grey``: to 1, repeated three times) -> tanh. ``upsample`` (``gan.upsample``): each
-    doubling is a 5x5 stride-2 transposed conv (``"transpose"``) or a nearest-neighbour x2 resize then a
-    3x3 conv (``"resize"``). Call with ``training=True`` while training the GAN (batch statistics),
+    doubling is a 5x5 stride-2 transposed conv (``"transpose"``), a 4x4 one (``"transpose4"``) or a
+    nearest-neighbour x2 resize then a 3x3 conv (``"resize"``). Call with ``training=True`` while training the GAN (batch statistics),
     ``training=False`` everywhere else (moving averages).
     """
     if num_categories < 1:

@@ -5,7 +5,9 @@ images x (uint8, converted with ``to_model_input``) and their categories c:
 
 1. discriminator update: z ~ N(0, I), D minimises the per-example loss of
    ``tfmodels.models.gan.discriminator_loss_per_example`` on (D(x, c), D(G(z, c), c)),
-2. generator update: fresh z, G minimises ``generator_loss_per_example`` on D(G(z, c), c),
+2. generator update: G minimises ``generator_loss_per_example`` on the updated D's scores of
+   the same fakes G(z, c) (``gan.reuse_fakes``, the default: G runs forward once per step) or
+   of fakes from a fresh z (the paper's recipe: a second forward pass of G),
 
 each averaged over the *global* batch with ``tf.nn.compute_average_loss`` and
 applied by its own Adam (lr and beta1 from ``cfg.gan``). One step counter
@@ -38,33 +40,11 @@ MODEL_KIND = "gan"
 GRID_COLUMNS = 8
 
 
-def gan_train_step(generator, discriminator, g_opt, d_opt, images_uint8, categories, *,
-                   noise_dim: int, num_categories: int, loss: str, global_batch_size, augment=(),
-                   r1: float = 0.0) -> dict:
-    """One D update then one G update on a per-replica batch (replica context).
-
-    Args:
-      images_uint8: uint8 [b, R, R, 3] real images of this replica.
-      categories: int32 [b] their category indices (the fakes use the same categories).
-      global_batch_size: the batch size summed over replicas (tensor or int), for
-        ``tf.nn.compute_average_loss``.
-      augment: ``gan.augment`` policies: D sees ``diff_augment`` of every real and fake image, in
-        both updates (so G is trained through the same augmentation).
-      r1: gamma of the R1 penalty gamma / 2 * ||grad_x D(x, c)||^2 on the real images D sees.
-
-    Returns:
-      dict of per-replica scalars: d_loss, g_loss (global-batch averages, to be
-      summed over replicas), d_real, d_fake (D's mean score on real / fake, for logging)
-      and, with r1 > 0, r1_penalty.
-    """
-    real = gan_lib.diff_augment(to_model_input(images_uint8), augment)
-    c = gan_lib.onehot(categories, num_categories)
-    b = tf.shape(real)[0]
-
-    z = tf.random.normal([b, noise_dim])
+def _discriminator_update(discriminator, d_opt, real, c, fake, *, loss, global_batch_size, augment, r1):
+    """One D update on real images and fakes (both float [-1, 1]); returns (d_real, d_fake, d_loss, penalty)."""
+    fake = gan_lib.diff_augment(tf.stop_gradient(fake), augment)
     with tf.GradientTape() as tape:
-        fake = gan_lib.diff_augment(generator([z, c], training=True), augment)
-        penalty = tf.zeros([b])
+        penalty = tf.zeros([tf.shape(real)[0]])
         if r1 > 0:  # a Python branch: without R1 the step records no second tape
             with tf.GradientTape() as r1_tape:
                 r1_tape.watch(real)
@@ -80,14 +60,47 @@ def gan_train_step(generator, discriminator, g_opt, d_opt, images_uint8, categor
             global_batch_size=global_batch_size)
     grads = tape.gradient(d_loss, discriminator.trainable_variables)
     d_opt.apply_gradients(zip(grads, discriminator.trainable_variables))
+    return d_real, d_fake, d_loss, penalty
+
+
+def gan_train_step(generator, discriminator, g_opt, d_opt, images_uint8, categories, *,
+                   noise_dim: int, num_categories: int, loss: str, global_batch_size, augment=(),
+                   r1: float = 0.0, reuse_fakes: bool = True) -> dict:
+    """One D update then one G update on a per-replica batch (replica context).
+
+    Args:
+      images_uint8: uint8 [b, R, R, 3] real images of this replica.
+      categories: int32 [b] their category indices (the fakes use the same categories).
+      global_batch_size: the batch size summed over replicas (tensor or int), for
+        ``tf.nn.compute_average_loss``.
+      augment: ``gan.augment`` policies: D sees ``diff_augment`` of every real and fake image, in
+        both updates (so G is trained through the same augmentation).
+      r1: gamma of the R1 penalty gamma / 2 * ||grad_x D(x, c)||^2 on the real images D sees.
+      reuse_fakes: the G update scores the D update's fakes (G's forward pass is recorded once, on a
+        tape paused while D updates) instead of generating a fresh batch.
+
+    Returns:
+      dict of per-replica scalars: d_loss, g_loss (global-batch averages, to be
+      summed over replicas), d_real, d_fake (D's mean score on real / fake, for logging)
+      and, with r1 > 0, r1_penalty.
+    """
+    real = gan_lib.diff_augment(to_model_input(images_uint8), augment)
+    c = gan_lib.onehot(categories, num_categories)
+    b = tf.shape(real)[0]
 
     z = tf.random.normal([b, noise_dim])
-    with tf.GradientTape() as tape:
+    with tf.GradientTape() as g_tape:
         fake = generator([z, c], training=True)
+        with g_tape.stop_recording():
+            d_real, d_fake, d_loss, penalty = _discriminator_update(
+                discriminator, d_opt, real, c, fake, loss=loss, global_batch_size=global_batch_size,
+                augment=augment, r1=r1)
+        if not reuse_fakes:  # the paper's recipe: a fresh batch of fakes for G
+            fake = generator([tf.random.normal([b, noise_dim]), c], training=True)
         g_fake = discriminator([gan_lib.diff_augment(fake, augment), c], training=True)
         g_loss = tf.nn.compute_average_loss(
             gan_lib.generator_loss_per_example(g_fake, loss), global_batch_size=global_batch_size)
-    grads = tape.gradient(g_loss, generator.trainable_variables)
+    grads = g_tape.gradient(g_loss, generator.trainable_variables)
     g_opt.apply_gradients(zip(grads, generator.trainable_variables))
 
     # Means weighted so that summing over replicas gives the global mean, like the losses.
@@ -252,7 +265,7 @@ class GanTask(loop_lib.Task):
                              batch["images"], batch["category"], noise_dim=self.gan_cfg.noise_dim,
                              num_categories=self.num_categories, loss=self.gan_cfg.loss,
                              global_batch_size=global_batch, augment=gan_lib.parse_augment(self.gan_cfg.augment),
-                             r1=self.gan_cfg.r1)
+                             r1=self.gan_cfg.r1, reuse_fakes=self.gan_cfg.reuse_fakes)
         if self.generator_ema is not None:
             update_ema(self.generator_ema, self.generator, self.gan_cfg.ema)
         return out
