@@ -13,8 +13,7 @@ from tfmodels.training import gan as gan_training
 
 OPTIONS = {"ema": ["gan.ema=0.9"], "augment": ["gan.augment=translation,color,cutout"], "r1": ["gan.r1=1.0"],
            "ttur": ["gan.d_learning_rate=4e-4"], "upsample": ["gan.upsample=resize"],
-           "transpose4": ["gan.upsample=transpose4"],
-           "fresh_fakes": ["gan.reuse_fakes=false"]}
+           "transpose4": ["gan.upsample=transpose4"]}
 
 
 @pytest.mark.slow
