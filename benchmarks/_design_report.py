@@ -135,7 +135,8 @@ def write_outputs(out: str, results: dict) -> None:
         if sim:
             head += ["> p90 real (true)", "> max real (true)", "true pref. design", "true p90 real"]
         imagenet = any(r.get("imagenet_frechet") is not None for r in res["rows"])
-        head += ["cond. acc.", "Frechet", "novelty (real)", "past D's p90"]
+        head += ["cond. acc.", "Frechet (x floor)", f"diversity (real {fmt(res.get('real_diversity'))})",
+                 "novelty (real)", "past D's p90"]
         head += ["ImageNet FD (x floor)"] if imagenet else []
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in res["rows"]:
@@ -147,7 +148,8 @@ def write_outputs(out: str, results: dict) -> None:
             if sim:
                 cells += [fmt(r["above_p90_true"]), fmt(r["above_max_true"]), fmt(r["true_mean"]),
                           fmt(r["true_real_p90_mean"])]
-            cells += [fmt(r["conditional_accuracy"]), fmt(r["frechet"]),
+            cells += [fmt(r["conditional_accuracy"]), f"{fmt(r['frechet'])} ({fmt(r.get('frechet_ratio'), 1)})",
+                      fmt(r.get("diversity")),
                       f"{fmt(r['novelty_mean'], 3)} ({fmt(r['novelty_real_mean'], 3)})", fmt(r.get("past_floor"))]
             if imagenet:
                 cells.append(f"{fmt(r.get('imagenet_frechet'), 1)} ({fmt(r.get('imagenet_ratio'), 1)})")
@@ -163,8 +165,10 @@ def write_outputs(out: str, results: dict) -> None:
         lines.append("")
     lines += ["Shares are over (user, category) pairs, comparing the best of R designs with that user's real "
               "items of the category. Quality columns judge all R designs per pair; Frechet distance uses the "
-              "judge's 128-d features against the same number of held-out real images per category (with "
-              "repetition where a category has few); novelty is the RMS pixel distance (0..1) to the nearest "
+              "judge's 128-d features against one half of the held-out real images of the same categories, in "
+              "brackets its ratio to the real-vs-real floor (the other half, same size and category mix); "
+              "diversity: mean pairwise judge-feature distance of the R designs of one pair, in the header the "
+              "same within a category of held-out real items; novelty is the RMS pixel distance (0..1) to the nearest "
               "GAN training image, in brackets held-out real images against the other 80% of the catalogue. 'random' = unoptimised samples G(z, c). "
               "past D's p90: share of designs whose realism penalty exceeds the 0.9-quantile of D's penalty on "
               "the catalogue's real items of their category. ImageNet FD: Frechet distance in EfficientNet-Lite0's "

