@@ -51,8 +51,9 @@ mix: ``gan_metrics.frechet_with_floor``); and ``past D's p90``, the share of des
 penalty exceeds the 0.9-quantile of D's penalty on real items of their category
 (``Designer.realism_thresholds``): how many designs D finds less real than 90% of the catalogue.
 
-Rows "trust region t" and "realism floor q" run eta = 1 with the search's manifold guards
-(``design.trust_radius``, ``design.realism_floor``; ``--trust-radii``, ``--realism-floors``; none by default).
+Rows "trust region t", "realism floor q" and "smooth s" run eta = 1 with the search's manifold guards
+(``design.trust_radius``, ``design.realism_floor``, ``design.smooth``: the recommender scores the design
+blurred with sigma s; ``--trust-radii``, ``--realism-floors``, ``--smooths``; none by default).
 
 Rows "category term K" run eta = 1 with the objective's optional category term
 ``- K * CE(classifier(G(z, c)), c)`` (``design.category_weight``), one per K in ``--category-weights``.
@@ -264,7 +265,7 @@ def choose_categories(categories: np.ndarray, names: list[str], min_items: int, 
 
 
 def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: int = 0,
-                   category_weights=CATEGORY_WEIGHTS, trust_radii=(), realism_floors=(),
+                   category_weights=CATEGORY_WEIGHTS, trust_radii=(), realism_floors=(), smooths=(),
                    imagenet_resolution: int | None = None) -> dict:
     from tfmodels import gan_metrics
     from tfmodels.design import build_designer
@@ -364,7 +365,8 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
     # perfect recommender); kappa = weight of the category term (0 = the paper's objective); guard = the
     # manifold guards of the search (design.trust_radius, design.realism_floor) for this row.
     kappa0 = designer.config.category_weight
-    guards = [{"trust_radius": t} for t in trust_radii] + [{"realism_floor": q} for q in realism_floors]
+    guards = ([{"trust_radius": t} for t in trust_radii] + [{"realism_floor": q} for q in realism_floors]
+              + [{"smooth": s} for s in smooths])
     variants = [(None, "model", kappa0, {})] + [(eta, "model", kappa0, {}) for eta in ETAS]
     variants += [(1.0, "model", k, {}) for k in category_weights]
     variants += [(1.0, "model", kappa0, g) for g in guards]
@@ -426,7 +428,8 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
         by_model = objective == "model"
         row = {"eta": "random" if eta is None else eta, "objective": objective, "category_weight": kappa,
                "trust_radius": guard.get("trust_radius", designer.config.trust_radius),
-               "realism_floor": guard.get("realism_floor", designer.config.realism_floor), "guard": guard,
+               "realism_floor": guard.get("realism_floor", designer.config.realism_floor),
+               "smooth": guard.get("smooth", designer.config.smooth), "guard": guard,
                "past_floor": float(np.mean(np.concatenate(past_floor))),
                "imagenet_frechet": q.get("imagenet_frechet"), "imagenet_floor": q.get("imagenet_floor"),
                "imagenet_ratio": q.get("imagenet_ratio"), "imagenet_count": q.get("imagenet_count"),
@@ -527,6 +530,9 @@ def main(argv=None) -> int:
     p.add_argument("--realism-floors", default="",
                    help="realism-floor quantiles q in (0, 1] (design.realism_floor) for extra eta = 1 rows "
                         "(comma-separated; default none)")
+    p.add_argument("--smooths", default="",
+                   help="blur sigmas s in pixels (design.smooth) for extra eta = 1 rows whose search scores the "
+                        "blurred design (comma-separated; default none)")
     p.add_argument("--imagenet-resolution", type=int, default=None,
                    help="side the images are upscaled to for the ImageNet Frechet distance (0 = skip that "
                         "column; default tfmodels.gan_metrics.IMAGENET_RESOLUTION, 128)")
@@ -541,10 +547,11 @@ def main(argv=None) -> int:
     try:
         radii = [float(t) for t in args.trust_radii.split(",") if t.strip()]
         floors = [float(q) for q in args.realism_floors.split(",") if q.strip()]
+        smooths = [float(x) for x in args.smooths.split(",") if x.strip()]
     except ValueError:
-        p.error("--trust-radii / --realism-floors: not comma-separated lists of numbers")
-    if any(t <= 0 for t in radii) or any(not 0 < q <= 1 for q in floors):
-        p.error("--trust-radii must be > 0 and --realism-floors in (0, 1]")
+        p.error("--trust-radii / --realism-floors / --smooths: not comma-separated lists of numbers")
+    if any(t <= 0 for t in radii) or any(not 0 < q <= 1 for q in floors) or any(x <= 0 for x in smooths):
+        p.error("--trust-radii and --smooths must be > 0, --realism-floors in (0, 1]")
     if args.imagenet_resolution is not None and args.imagenet_resolution < 0:
         p.error("--imagenet-resolution must be >= 0")
 
@@ -583,7 +590,7 @@ def main(argv=None) -> int:
                                classifier_dir=classifier_dir)
         gans_trained.add(gan_dir)
         res = evaluate_setup(name, cfg, trained, mode, args.out, category_weights=weights, trust_radii=radii,
-                             realism_floors=floors, imagenet_resolution=args.imagenet_resolution)
+                             realism_floors=floors, smooths=smooths, imagenet_resolution=args.imagenet_resolution)
         res["minutes"] = (time.time() - t0) / 60
         results["setups"][name] = res
         write_outputs(args.out, results)

@@ -27,7 +27,7 @@ Signatures (keys from ``export.signatures``):
 
 Categories are addressed by name, case-insensitively (a decimal index such as "2"
 works too); the learning rate, latent constraint, category term (its classifier is
-saved in the SavedModel), trust radius, realism floor (its thresholds are constants in the
+saved in the SavedModel), trust radius, smoothed score, realism floor (its thresholds are constants in the
 graph), inversion settings and proximity come from the
 Designer's ``config`` (by default the GAN work directory's ``design`` section, see
 ``tfmodels.design.build_designer``) and are written in the model card.
@@ -73,7 +73,7 @@ class DesignerModule(tf.Module):
                  learning_rate: float = 0.1, invert_starts: int = 4, invert_steps: int = 200,
                  proximity: float = 1.0, latent: str = "free", classifier=None, category_weight: float = 0.0,
                  trust_radius: float = 0.0, floor_weight: float = 0.0, floor_thresholds=None,
-                 name: str = S.DESIGNER):
+                 smooth: float = 0.0, name: str = S.DESIGNER):
         super().__init__(name=name)
         user_vectors = np.asarray(user_vectors, np.float32)
         if len(user_ids) != len(user_vectors):
@@ -99,6 +99,7 @@ class DesignerModule(tf.Module):
         self.category_weight = float(category_weight)
         self.classifier = classifier if self.category_weight > 0 else None
         self.trust_radius = float(trust_radius)
+        self.smooth = float(smooth)
         self.floor_weight = float(floor_weight)
         self.floor_thresholds = (None if self.floor_weight <= 0 or floor_thresholds is None
                                  else [float(t) for t in np.asarray(floor_thresholds, np.float32).reshape(-1)])
@@ -119,7 +120,7 @@ class DesignerModule(tf.Module):
         build_args = (generator, discriminator, item_tower, self.rec_resolution, loss)
         options = dict(latent=latent, classifier=self.classifier, category_weight=self.category_weight,
                        trust_radius=self.trust_radius, floor_weight=self.floor_weight,
-                       floor_thresholds=self.floor_thresholds)
+                       floor_thresholds=self.floor_thresholds, smooth=self.smooth)
         self._fns = types.SimpleNamespace(design=design_search.build_design_fn(*build_args, **options),
                                           modify=design_search.build_modify_fn(*build_args, **options))
 
@@ -230,7 +231,7 @@ class DesignerModule(tf.Module):
                 "learning_rate": self.learning_rate, "invert_starts": self.invert_starts,
                 "invert_steps": self.invert_steps, "proximity": self.proximity, "latent": self.latent,
                 "category_weight": self.category_weight, "trust_radius": self.trust_radius,
-                "floor_weight": self.floor_weight, "floor_thresholds": self.floor_thresholds,
+                "smooth": self.smooth, "floor_weight": self.floor_weight, "floor_thresholds": self.floor_thresholds,
                 "max_images": MAX_IMAGES, "max_steps": MAX_STEPS}
 
 
@@ -239,7 +240,7 @@ def build_designer_module(designer) -> DesignerModule:
 
     The fixed settings of the signatures (learning rate, inversion starts and steps, proximity, and the
     objective's graph-changing options of ``tfmodels.design.objective_options``: latent constraint,
-    category term, trust radius, realism floor with its per-category thresholds) are the Designer's
+    category term, trust radius, smoothed score, realism floor with its per-category thresholds) are the Designer's
     ``config``; ``design`` and ``modify`` take steps and eta per request.
     """
     d = designer.config

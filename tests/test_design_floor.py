@@ -1,5 +1,5 @@
-"""Guards that keep the design search on the image manifold (trust region, realism floor), the paper's
-objective as the default, and the Frechet distance in ImageNet features with its floor."""
+"""Guards that keep the design search on the image manifold (trust region, realism floor, smoothed score),
+the paper's objective as the default, and the Frechet distance in ImageNet features with its floor."""
 
 import tfmodels  # noqa: F401  (sets tf-keras before TensorFlow)
 import dataclasses
@@ -11,7 +11,7 @@ import tensorflow as tf
 from test_design_latent import REC_RES, nets, tiny_designer  # noqa: F401  (nets: the shared fixture)
 from tfmodels import design_search, gan_metrics
 from tfmodels.config import DesignConfig
-from tfmodels.data.pixels import resize_to, to_model_input
+from tfmodels.data.pixels import gaussian_blur, resize_to, to_model_input
 from tfmodels.models import gan as gan_lib
 
 
@@ -48,7 +48,7 @@ def reference_design(g, d, tower, user, category, starts, steps, eta, lr, seed):
 
 def test_default_settings_are_the_papers_search(nets):
     cfg, g, d, tower, user = nets
-    assert (DesignConfig().trust_radius, DesignConfig().realism_floor) == (0.0, 0.0)
+    assert (DesignConfig().trust_radius, DesignConfig().realism_floor, DesignConfig().smooth) == (0.0, 0.0, 0.0)
     fn = design_search.build_design_fn(g, d, tower, REC_RES)
     args = (tf.constant(user), tf.constant(1), tf.constant(3), tf.constant(5), tf.constant(0.5), tf.constant(0.1),
             tf.constant(4))
@@ -119,6 +119,53 @@ def test_realism_floor_holds_where_the_plain_search_crosses_it(nets):
     np.testing.assert_array_equal(floored.objective[under], floored.scores[under])
 
 
+class SpeckleTower:
+    """An item "tower" whose score is the images' pixel-scale detail (energy left after a blur): what a
+    recommender that rewards speckle would make the search produce."""
+
+    def __call__(self, images, training=False):
+        return tf.reduce_mean(tf.square(images - gaussian_blur(images, 1.0)), axis=[1, 2, 3])[:, None]
+
+
+def test_gaussian_blur_keeps_flat_images_and_removes_pixel_noise():
+    flat = tf.fill([2, 9, 9, 3], 0.7)
+    np.testing.assert_allclose(gaussian_blur(flat, 1.5).numpy(), 0.7, rtol=1e-6)  # reflected borders
+    noise = tf.random.stateless_normal([4, 32, 32, 1], seed=[1, 2])
+    assert gaussian_blur(noise, 0.0) is noise
+    blurred = gaussian_blur(noise, 1.0)
+    assert blurred.shape == noise.shape
+    assert float(tf.math.reduce_std(blurred)) < 0.4 * float(tf.math.reduce_std(noise))
+    # A single bright pixel spreads into a normalised, symmetric 2 * ceil(2 sigma) + 1 square.
+    dot = np.zeros([1, 11, 11, 1], np.float32)
+    dot[0, 5, 5, 0] = 1.0
+    spread = gaussian_blur(tf.constant(dot), 1.0).numpy()[0, :, :, 0]
+    assert spread.sum() == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_allclose(spread, spread.T, atol=1e-7)
+    assert np.count_nonzero(spread > 1e-9) == 25
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        gaussian_blur(flat, -1.0)
+    with pytest.raises(ValueError, match="wider than the images"):
+        gaussian_blur(flat, 5.0)
+
+
+def test_smoothed_score_earns_nothing_from_pixel_patterns(nets):
+    cfg, g, d, _, _ = nets
+    settings = dataclasses.replace(cfg.design, starts=4, steps=20, learning_rate=0.1, eta=0.0)
+    designer = tiny_designer(g, d, SpeckleTower(), np.ones([1, 1], np.float32), config=settings)
+    start = designer.design("u0", 1, seed=2, steps=0)
+    plain = designer.design("u0", 1, seed=2)
+    smoothed = designer.design("u0", 1, seed=2, smooth=1.5)
+    # The plain search multiplies the speckle score; the smoothed one, whose objective sees the blurred
+    # design, barely moves it (the reported score is the unblurred design's).
+    assert np.mean(plain.scores) > 4 * np.mean(start.scores)
+    assert np.mean(smoothed.scores) < 0.3 * np.mean(plain.scores)
+    np.testing.assert_allclose(smoothed.objective, smoothed.history[-1], rtol=1e-5)
+    assert np.all(smoothed.objective < 0.1 * smoothed.scores)  # the blurred design's score is the objective
+    np.testing.assert_array_equal(designer.design("u0", 1, seed=2, smooth=0.0).z, plain.z)
+    with pytest.raises(ValueError, match="design.smooth must be >= 0"):
+        designer.design("u0", 1, smooth=-0.5)
+
+
 @pytest.mark.slow
 def test_exported_designer_keeps_the_guards(nets, tmp_path):
     from export import signatures as S
@@ -127,10 +174,10 @@ def test_exported_designer_keeps_the_guards(nets, tmp_path):
     cfg, g, d, tower, user = nets
     users = np.stack([user, -user])
     settings = dataclasses.replace(cfg.design, starts=3, steps=4, learning_rate=0.1, trust_radius=0.05,
-                                   realism_floor=0.5, floor_weight=10.0)
+                                   realism_floor=0.5, floor_weight=10.0, smooth=1.0)
     designer = tiny_designer(g, d, tower, users, config=settings)
     module = build_designer_module(designer)
-    assert module.settings()["trust_radius"] == 0.05
+    assert (module.settings()["trust_radius"], module.settings()["smooth"]) == (0.05, 1.0)
     np.testing.assert_allclose(module.settings()["floor_thresholds"], designer.realism_thresholds(0.5))
     path = str(tmp_path / "designer")
     tf.saved_model.save(module, path, signatures=module.signatures())
@@ -139,7 +186,7 @@ def test_exported_designer_keeps_the_guards(nets, tmp_path):
         eta=tf.constant(1.0), seed=tf.constant(9))
     want = designer.design("u1", "bag", seed=9)
     np.testing.assert_allclose(out[S.OUT_SCORE].numpy(), want.scores, rtol=1e-4, atol=1e-5)
-    plain = designer.design("u1", "bag", seed=9, trust_radius=0.0, realism_floor=0.0)
+    plain = designer.design("u1", "bag", seed=9, trust_radius=0.0, realism_floor=0.0, smooth=0.0)
     assert not np.allclose(plain.scores, want.scores, rtol=1e-3)
 
 

@@ -233,6 +233,11 @@ class DesignConfig:
     pushed back once they cross. 0 = no floor (the paper's objective)."""
     floor_weight: float = 100.0
     """Weight of the realism floor's hinge (used only when realism_floor > 0)."""
+    smooth: float = 0.0
+    """sigma (pixels at the GAN's resolution) of a Gaussian blur the search applies to G(z, c) before the
+    recommender scores it: the objective rewards only what a design's coarse look does for the user, not
+    pixel-level patterns the recommender happens to like (the speckle an unconstrained search finds). The
+    design itself and its reported score are unblurred. 0 = off (the paper's objective)."""
     invert_steps: int = 200
     """Steps of L1 GAN inversion for prototype modification."""
     proximity: float = 1.0

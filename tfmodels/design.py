@@ -213,7 +213,7 @@ class Designer:
                                 if "classifier_from" in unknown else ""))
         cfg = dataclasses.replace(self.config, **{k: v for k, v in overrides.items() if v is not None})
         for name, low in (("starts", 1), ("steps", 0), ("invert_steps", 0), ("eta", 0), ("proximity", 0),
-                          ("category_weight", 0), ("trust_radius", 0), ("floor_weight", 0)):
+                          ("category_weight", 0), ("trust_radius", 0), ("floor_weight", 0), ("smooth", 0)):
             if not getattr(cfg, name) >= low:
                 raise ValueError(f"design.{name} must be >= {low}, got {getattr(cfg, name)}")
         if not 0 <= cfg.realism_floor <= 1:
@@ -274,7 +274,7 @@ class Designer:
           category: the GAN's category name or index.
           seed: seeds the random starts (a seed reproduces a design).
           **overrides: DesignConfig fields for this call only (eta, starts, steps, learning_rate,
-            latent, category_weight, trust_radius, realism_floor, floor_weight); None values are ignored.
+            latent, category_weight, trust_radius, realism_floor, floor_weight, smooth); None values are ignored.
 
         Returns:
           A ``DesignResult``, best objective first; ``true_scores`` are filled on a simulated world.
@@ -309,7 +309,7 @@ class Designer:
           category: the GAN category (name or index); default: the item's own (needs ``item``).
           seed: seeds the inversion's random starts.
           **overrides: DesignConfig fields for this call only (eta, starts, invert_steps, steps,
-            proximity, learning_rate, latent, category_weight, trust_radius, realism_floor, floor_weight).
+            proximity, learning_rate, latent, category_weight, trust_radius, realism_floor, floor_weight, smooth).
 
         Returns:
           dict of NumPy values: ``original``, ``before`` (the inversion), ``after`` (uint8 [H, W, 3]
@@ -356,7 +356,7 @@ class Designer:
     def _fn(self, builder, cfg: DesignConfig):
         # One traced function per builder and per setting that changes the graph; the others are inputs.
         floor = cfg.realism_floor > 0 and cfg.floor_weight > 0
-        key = (builder.__name__, cfg.latent, float(cfg.category_weight), float(cfg.trust_radius),
+        key = (builder.__name__, cfg.latent, float(cfg.category_weight), float(cfg.trust_radius), float(cfg.smooth),
                (float(cfg.realism_floor), float(cfg.floor_weight)) if floor else None)
         if key not in self._fns:
             self._fns[key] = builder(self.generator, self.discriminator, self.item_tower, self.rec_resolution,
@@ -380,13 +380,14 @@ class Designer:
 
 def objective_options(designer: Designer, cfg: DesignConfig | None = None) -> dict:
     """The graph-changing keyword arguments of ``build_design_fn`` / ``build_modify_fn`` for a Designer's
-    settings ``cfg`` (default ``designer.config``): latent, classifier, category_weight, trust_radius,
+    settings ``cfg`` (default ``designer.config``): latent, classifier, category_weight, trust_radius, smooth,
     and the realism floor's weight with its thresholds (``Designer.realism_thresholds``) when
     ``cfg.realism_floor`` > 0. The one place that turns settings into an objective (eager calls, export)."""
     cfg = designer.config if cfg is None else cfg
     floor = cfg.realism_floor > 0 and cfg.floor_weight > 0
     return {"latent": cfg.latent, "classifier": designer.classifier, "category_weight": float(cfg.category_weight),
-            "trust_radius": float(cfg.trust_radius), "floor_weight": float(cfg.floor_weight) if floor else 0.0,
+            "trust_radius": float(cfg.trust_radius), "smooth": float(cfg.smooth),
+            "floor_weight": float(cfg.floor_weight) if floor else 0.0,
             "floor_thresholds": designer.realism_thresholds(cfg.realism_floor) if floor else None}
 
 

@@ -43,6 +43,12 @@ projection: a step may overshoot tau_c, a start D already finds less real than t
 towards the floor, and Adam's second-moment estimate remembers the hinge's large gradient, so a
 design's steps stay short for a while after it touched the floor.
 
+A *smoothed score* (``design.smooth`` = sigma > 0; not in the paper, off by default) replaces the
+objective's ``theta_u . Phi(up(G))`` with ``theta_u . Phi(up(blur_sigma(G)))``, a Gaussian blur of sigma
+pixels at the GAN's resolution (``tfmodels.data.pixels.gaussian_blur``): the gradient the recommender sends
+back to z then carries no pixel-scale detail, so the search cannot buy score with high-frequency patterns
+that only this network rewards. Outputs keep the recommender's score of the unblurred design.
+
 Prototype modification: given an item image x (float [-1, 1] at the GAN's
 resolution) and its category, first invert the GAN: R starts of Adam on z
 minimising ``mean |G(z, c) - x|`` (L1), keep the best start; then, from there,
@@ -63,7 +69,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmodels.config import LATENTS
-from tfmodels.data.pixels import resize_to
+from tfmodels.data.pixels import gaussian_blur, resize_to
 from tfmodels.models import gan as gan_lib
 from tfmodels.models.classifier import cross_entropy_per_example
 
@@ -154,12 +160,14 @@ class DesignObjective:
     relu(realism - tau_c), zeros without a realism floor);
     ``value(score, realism, off, over, eta)`` combines them into the objective
     ``score - eta * realism - category_weight * off - floor_weight * over`` (the hinge left out of
-    the graph when floor_weight is 0). ``trust_radius`` is the cap ``_adam_loop`` projects onto.
+    the graph when floor_weight is 0). ``trust_radius`` is the cap ``_adam_loop`` projects onto. With
+    ``smooth`` = sigma > 0 the score in ``terms`` is that of the images blurred with sigma (the
+    objective's), ``score(images)`` stays the plain one.
     """
 
     def __init__(self, generator, discriminator, item_tower, rec_resolution: int, loss: str = "lsgan",
                  latent: str = "free", classifier=None, category_weight: float = 0.0, trust_radius: float = 0.0,
-                 floor_weight: float = 0.0, floor_thresholds=None):
+                 floor_weight: float = 0.0, floor_thresholds=None, smooth: float = 0.0):
         if loss not in gan_lib.LOSSES:
             raise ValueError(f"loss={loss!r}: choose one of {gan_lib.LOSSES}")
         if latent not in LATENTS:
@@ -175,6 +183,8 @@ class DesignObjective:
             raise ValueError(f"design.trust_radius={trust_radius}: must be >= 0 (0 = no cap)")
         if not floor_weight >= 0:
             raise ValueError(f"design.floor_weight={floor_weight}: must be >= 0")
+        if not smooth >= 0:
+            raise ValueError(f"design.smooth={smooth}: must be >= 0 (0 = off)")
         if floor_weight > 0:
             if floor_thresholds is None:
                 raise ValueError("a realism floor needs its per-category thresholds tau_c "
@@ -184,6 +194,7 @@ class DesignObjective:
                 raise ValueError(f"realism floor: need {num_categories} finite thresholds (one per category), "
                                  f"got {floor_thresholds.tolist()}")
         self.latent = latent
+        self.smooth = float(smooth)
         self.trust_radius = float(trust_radius)
         self.floor_weight = float(floor_weight)
         self.floor_thresholds = floor_thresholds if self.floor_weight > 0 else None
@@ -204,7 +215,7 @@ class DesignObjective:
 
     def terms(self, z, c_onehot, user_vector):
         images = self.generator([z, c_onehot], training=False)
-        score = self.score(images, user_vector)
+        score = self.score(gaussian_blur(images, self.smooth), user_vector)
         realism = gan_lib.realism_penalty(self.discriminator([images, c_onehot], training=False), self.loss)
         if self.floor_thresholds is None:
             over = tf.zeros_like(score)
@@ -241,17 +252,18 @@ def build_design_fn(generator, discriminator, item_tower, rec_resolution: int, l
     returns a dict (R = starts, S = steps, all in graph):
 
     * ``images`` float32 [R, H, W, 3] in [-1, 1] after S Adam steps,
-    * ``score`` [R] = theta_u . Phi(up(images)) (the recommender's opinion),
+    * ``score`` [R] = theta_u . Phi(up(images)) (the recommender's opinion of the unblurred design),
     * ``realism`` [R] = (D - 1)^2 (or softplus(-D)),
     * ``off_category`` [R] = the classifier's cross-entropy for the category (zeros without one),
     * ``over_floor`` [R] = relu(realism - tau_c) (zeros without a realism floor),
-    * ``objective`` [R] = score - eta * realism - category_weight * off_category - floor_weight * over_floor,
+    * ``objective`` [R] = score - eta * realism - category_weight * off_category - floor_weight * over_floor
+      (with ``smooth`` > 0, the score of the blurred images: the objective searched),
     * ``history`` [S + 1, R] objective at every visited z (row 0 = the random start),
     * ``z`` [R, noise_dim], ``z0`` [R, noise_dim] the random starts.
 
     The graph-changing settings are ``options``, ``DesignObjective``'s keyword arguments: the latent
     choice (``latent``), the category term (``classifier``, ``category_weight``), the trust region
-    (``trust_radius``) and the realism floor (``floor_weight`` with ``floor_thresholds`` float [C], baked
+    (``trust_radius``), the smoothed score (``smooth``) and the realism floor (``floor_weight`` with ``floor_thresholds`` float [C], baked
     into the graph as constants). Rows are in start order (not
     sorted). The starting codes are ``stateless_normal([R, noise_dim], seed=[seed, 0])``, so a seed
     reproduces a design.
@@ -276,9 +288,10 @@ def build_design_fn(generator, discriminator, item_tower, rec_resolution: int, l
 
         z, history = _adam_loop(objective, z0, steps, learning_rate, maximise=True, latent=obj.latent,
                                 trust_radius=obj.trust_radius)
-        images, score, realism, off, over = obj.terms(z, c, user_vector)
+        images, searched, realism, off, over = obj.terms(z, c, user_vector)
+        score = obj.score(images, user_vector) if obj.smooth > 0 else searched
         return {"images": images, "score": score, "realism": realism, "off_category": off, "over_floor": over,
-                "objective": obj.value(score, realism, off, over, eta), "history": history, "z": z, "z0": z0}
+                "objective": obj.value(searched, realism, off, over, eta), "history": history, "z": z, "z0": z0}
 
     return design_fn
 

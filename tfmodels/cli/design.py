@@ -49,6 +49,9 @@ def _common(p) -> None:
                         "(default: design.realism_floor)")
     p.add_argument("--floor-weight", type=float, default=None,
                    help="weight of the realism floor's hinge (default: design.floor_weight)")
+    p.add_argument("--smooth", type=float, default=None,
+                   help="sigma in pixels of a Gaussian blur applied to each design before the recommender scores "
+                        "it in the search, so pixel-level patterns earn no score; 0 = off (default: design.smooth)")
     p.add_argument("--classifier-workdir", default=None,
                    help="category classifier for the category term (tfmodels train classifier --workdir C) "
                         "(default: design.classifier_from)")
@@ -88,7 +91,7 @@ def _overrides(args) -> dict:
     """The design settings given on the command line (None = the Designer's, i.e. the GAN run's)."""
     return {"eta": args.eta, "starts": args.starts, "steps": args.steps, "learning_rate": args.lr,
             "latent": args.latent, "category_weight": args.category_weight, "trust_radius": args.trust_radius,
-            "realism_floor": args.realism_floor, "floor_weight": args.floor_weight,
+            "realism_floor": args.realism_floor, "floor_weight": args.floor_weight, "smooth": args.smooth,
             "invert_steps": getattr(args, "invert_steps", None), "proximity": getattr(args, "proximity", None)}
 
 
@@ -113,7 +116,7 @@ def run_design(args) -> int:
     items = designer.items_of_category(category)
     report = {"user": args.user, "category": designer.category_names[category], "eta": cfg.eta,
               "starts": cfg.starts, "steps": cfg.steps, "latent": cfg.latent, "category_weight": cfg.category_weight,
-              "trust_radius": cfg.trust_radius, "realism_floor": cfg.realism_floor,
+              "trust_radius": cfg.trust_radius, "realism_floor": cfg.realism_floor, "smooth": cfg.smooth,
               "over_floor": result.over_floor.tolist(),
               "scores": result.scores.tolist(), "realism": result.realism.tolist(),
               "objective": result.objective.tolist(), "off_category": result.off_category.tolist(),
@@ -160,7 +163,7 @@ def run_modify(args) -> int:
     cfg = out["settings"]
     report = {"user": args.user, "item": args.item, "category": designer.category_names[category],
               "eta": cfg.eta, "proximity": cfg.proximity, "latent": cfg.latent, "trust_radius": cfg.trust_radius,
-              "realism_floor": cfg.realism_floor,
+              "realism_floor": cfg.realism_floor, "smooth": cfg.smooth,
               "score_item": float(designer.item_scores(user, [item])[0]),
               "score_original_at_gan_size": out["score_original"],
               "score_before": out["score_before"], "score_after": out["score_after"],
