@@ -58,6 +58,21 @@ def save_designs(path: str, gan_images, designs: dict, favourites: dict, favouri
     save_png(image_grid(upscale(np.stack(tiles), 64), cols=8, labels=labels), path)
 
 
+def save_user_page(path: str, gan_images, names: list[str], categories, user: int, history, recommended,
+                   recommended_scores, category: int, designs, design_scores, real_max: float) -> None:
+    """One user's page: purchase history (training items), the recommender's top real items (history
+    excluded), and the designs of one category at eta = 1 with their scores."""
+    from tfmodels import report as rep
+
+    rows = [(f"user {user}: purchase history (training items)", np.asarray(gan_images[np.sort(history)]),
+             [names[categories[i]] if categories[i] >= 0 else "?" for i in np.sort(history)]),
+            ("recommended (top 8 real items, purchases excluded; recommender's score)",
+             np.asarray(gan_images[recommended]), [f"{x:.3g}" for x in recommended_scores]),
+            (f"designed for this user at eta = 1: {names[category]} (the best real item of the category "
+             f"scores {real_max:.3g})", np.asarray(designs), [f"{x:.3g}" for x in design_scores])]
+    rep.save_png(rep.labelled_rows(rows, side=64), path)
+
+
 def save_prototypes(path: str, modified: list[dict]) -> None:
     """One row per ``Designer.modify`` result: item | inversion | modified, each with its model score."""
     tiles, labels = [], []

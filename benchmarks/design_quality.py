@@ -69,8 +69,10 @@ recommender's.
 Writes ``results.md`` / ``results.json`` (tables, commands, machine), ``<setup>_eta_tradeoff.png``
 (preference vs conditional accuracy and vs Frechet distance over eta), and per setup
 ``<setup>_real_vs_generated.png`` (per category: real | generated), ``<setup>_designs.png``
-(per user: designs at eta = 1 | the user's favourite real items of the category) and
-``<setup>_prototypes.png`` (item | inversion | modified, for a few users).
+(per user: designs at eta = 1 | the user's favourite real items of the category),
+``<setup>_user.png`` (one user's purchase history, top recommended real items and designs of the user's
+most bought category at eta = 1) and ``<setup>_prototypes.png`` (item | inversion | modified, for a few
+users).
 
     python benchmarks/design_quality.py --out bench_out/design --hm-dir ../shared/data/hm
     python benchmarks/design_quality.py --quick --out /tmp/design_quick --setups fmnist
@@ -92,7 +94,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tfmodels  # noqa: E402,F401  (tf-keras before TensorFlow)
 import numpy as np  # noqa: E402
-from _design_report import (fmt, guard_label, plot_tradeoff, save_designs, save_prototypes,  # noqa: E402
+from _design_report import (fmt, guard_label, plot_tradeoff, save_designs, save_prototypes, save_user_page,  # noqa: E402
                             save_real_vs_generated, write_outputs)
 from _machine import describe  # noqa: E402
 
@@ -359,7 +361,7 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
             f"({time.time() - t0:.0f}s)")
     floor_tau = designer.realism_thresholds(FLOOR_QUANTILE)
 
-    rows, designs_shown = [], {}
+    rows, designs_shown, design_scores = [], {}, {}
     # (eta, objective, kappa, guard): eta None = unoptimised random samples (steps = 0); "true" = the same
     # search with the simulated user's true visual taste as the score (what the GAN could deliver with a
     # perfect recommender); kappa = weight of the category term (0 = the paper's objective); guard = the
@@ -402,6 +404,7 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                 all_cats.append(np.full(len(r.images), c))
                 if eta == 1.0 and objective == "model" and kappa == kappa0 and not guard:
                     designs_shown[(int(u), int(c))] = r.images
+                    design_scores[(int(u), int(c))] = r.scores
         images = np.concatenate(all_images)
         img_cats = np.concatenate(all_cats)
         counts = tuple(np.bincount(img_cats, minlength=len(names)).tolist())
@@ -476,6 +479,17 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
             favourites[(u, c)] = item_sets[c][np.argsort(-rank_by)[:4]]
     save_designs(os.path.join(out, f"{name}_designs.png"), gan_images, designs_shown, favourites,
                  "true fav" if sim is not None else "top real")
+    # One user's page: history, recommendations, designs of the user's most bought evaluated category.
+    u = int(users[0])
+    history = split.train_item[split.train_user == u][:8]
+    in_cats = [c for c in categories[history] if c in cats]
+    c = int(np.bincount(in_cats).argmax()) if in_cats else cats[0]
+    scores = designer.item_scores(u).astype(np.float64)
+    scores[split.train_item[split.train_user == u]] = -np.inf
+    top = np.argsort(-scores, kind="stable")[:8]
+    save_user_page(os.path.join(out, f"{name}_user.png"), gan_images, names, categories, u, history, top,
+                   scores[top], c, designs_shown[(u, c)][:8], design_scores[(u, c)][:8],
+                   float(designer.item_scores(u, item_sets[c]).max()))
 
     protos, modified = [], []
     for u in users[:mode["prototypes"]]:
