@@ -81,7 +81,8 @@ def test_a_saved_config_from_before_a_default_changed_keeps_its_behaviour():
     old = config.to_dict(config.cpu())
     del old["gan"]["ema"]  # a GAN work directory written before gan.ema existed: no averaged generator
     assert config.from_dict(old).gan.ema == 0.0
-    del old["gan"]["upsample"]  # written before gan.upsample existed: transposed convolutions, the default
+    assert config.Config().gan.upsample == "transpose4"
+    del old["gan"]["upsample"]  # written before gan.upsample existed: 5x5 transposed convolutions
     assert config.from_dict(old).gan.upsample == "transpose" == config.paper().gan.upsample
     assert config.from_dict(config.to_dict(config.cpu())).gan.ema == config.cpu().gan.ema
     assert config.Config().gan.reuse_fakes and not config.paper().gan.reuse_fakes

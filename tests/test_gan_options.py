@@ -13,7 +13,7 @@ from tfmodels.training import gan as gan_training
 
 OPTIONS = {"ema": ["gan.ema=0.9"], "augment": ["gan.augment=translation,color,cutout"], "r1": ["gan.r1=1.0"],
            "ttur": ["gan.d_learning_rate=4e-4"], "upsample": ["gan.upsample=resize"],
-           "transpose4": ["gan.upsample=transpose4"]}
+           "transpose": ["gan.upsample=transpose"]}
 
 
 @pytest.mark.slow
@@ -33,9 +33,10 @@ def test_each_option_trains_with_finite_losses_and_resumes(tmp_path, option):
         # Another upsampling cannot read this checkpoint: resuming with it is refused, naming the setting.
         with pytest.raises(ValueError, match="gan.upsample"):
             gan_training.train_gan(_cfg(4), w, data=_toy_data())
-    if option == "transpose4":  # 4x4 stride-2 kernels, the stride dividing the kernel
+    if option == "transpose":  # the paper's 5x5 stride-2 kernels (the default's are 4x4, the stride dividing them)
         layer = gan_training.load_gan(w)[0].get_layer("to_rgb")
-        assert type(layer).__name__ == "Conv2DTranspose" and layer.kernel.shape[:2] == (4, 4)
+        assert type(layer).__name__ == "Conv2DTranspose" and layer.kernel.shape[:2] == (5, 5)
+        assert gan_lib.build_gan(_cfg(2).gan, 3)[0].get_layer("to_rgb").kernel.shape[:2] == (4, 4)
     cfg.gan.steps = 4
     again = gan_training.train_gan(cfg, w, data=_toy_data())
     assert again["start_step"] == 2 and again["step"] == 4

@@ -2,9 +2,9 @@
 
 Generator ``G(z, c)``: the noise ``z`` [B, noise_dim] is concatenated with the
 one-hot category ``c`` [B, C], projected by a dense layer to a 4x4x(8*base)
-tensor, then doubled in size by 5x5 stride-2 transposed convolutions (or, with
-``gan.upsample=transpose4``, 4x4 ones; with ``gan.upsample=resize``, nearest-neighbour
-doubling and a 3x3 convolution; batch
+tensor, then doubled in size by 4x4 stride-2 transposed convolutions (``gan.upsample=transpose4``,
+the default; the paper's are 5x5, ``gan.upsample=transpose``; with ``gan.upsample=resize``,
+nearest-neighbour doubling and a 3x3 convolution; batch
 norm + leaky ReLU, channels halving each time) up to the requested resolution,
 where a last doubling convolution gives 3 channels (or, with ``gan.grey``, one
 channel repeated as R, G and B) and ``tanh`` maps them to [-1, 1] (the project's
