@@ -239,7 +239,9 @@ class DesignConfig:
     """sigma (pixels at the GAN's resolution) of a Gaussian blur the search applies to G(z, c) before the
     recommender scores it: the objective rewards only what a design's coarse look does for the user, not
     pixel-level patterns the recommender happens to like (the speckle an unconstrained search finds). The
-    design itself and its reported score are unblurred. 0 = off (the paper's objective)."""
+    design itself and its reported score are unblurred. 0 = off (the paper's objective), the default: in
+    benchmarks/design_quality.py on the garment world, 1-2 px cost preference without making designs
+    closer to real images (the speckle is the generator's, not the recommender's)."""
     invert_steps: int = 200
     """Steps of L1 GAN inversion for prototype modification."""
     proximity: float = 1.0
