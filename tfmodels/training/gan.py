@@ -24,6 +24,7 @@ as ``W/samples/step_<n>.png``. Work directory (the project-wide layout):
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -90,7 +91,9 @@ def gan_train_step(generator, discriminator, g_opt, d_opt, images_uint8, categor
 
     z = tf.random.normal([b, noise_dim])
     with tf.GradientTape() as g_tape:
-        fake = generator([z, c], training=True)
+        # Fresh fakes for G (the paper's recipe) leave D's batch off G's tape: its activations need no keeping.
+        with contextlib.nullcontext() if reuse_fakes else g_tape.stop_recording():
+            fake = generator([z, c], training=True)
         with g_tape.stop_recording():
             d_real, d_fake, d_loss, penalty = _discriminator_update(
                 discriminator, d_opt, real, c, fake, loss=loss, global_batch_size=global_batch_size,
