@@ -71,9 +71,11 @@ class DesignerModule(tf.Module):
     def __init__(self, generator: tf.keras.Model, discriminator: tf.keras.Model, item_tower: tf.keras.Model,
                  user_vectors: np.ndarray, user_ids, category_names, rec_resolution: int, loss: str = "lsgan",
                  learning_rate: float = 0.1, invert_starts: int = 4, invert_steps: int = 200,
-                 proximity: float = 1.0, latent: str = "free", classifier=None, category_weight: float = 0.0,
-                 trust_radius: float = 0.0, floor_weight: float = 0.0, floor_thresholds=None,
-                 smooth: float = 0.0, name: str = S.DESIGNER):
+                 proximity: float = 1.0, name: str = S.DESIGNER, **objective):
+        """``objective``: the design objective's graph-changing options, keyword arguments of
+        ``tfmodels.design_search.DesignObjective`` (latent, classifier, category_weight, trust_radius, smooth,
+        floor_weight, floor_thresholds; ``tfmodels.design.objective_options`` gives a Designer's), passed
+        unchanged to the search builders."""
         super().__init__(name=name)
         user_vectors = np.asarray(user_vectors, np.float32)
         if len(user_ids) != len(user_vectors):
@@ -95,14 +97,6 @@ class DesignerModule(tf.Module):
         self.invert_starts = int(invert_starts)
         self.invert_steps = int(invert_steps)
         self.proximity = float(proximity)
-        self.latent = latent
-        self.category_weight = float(category_weight)
-        self.classifier = classifier if self.category_weight > 0 else None
-        self.trust_radius = float(trust_radius)
-        self.smooth = float(smooth)
-        self.floor_weight = float(floor_weight)
-        self.floor_thresholds = (None if self.floor_weight <= 0 or floor_thresholds is None
-                                 else [float(t) for t in np.asarray(floor_thresholds, np.float32).reshape(-1)])
         self.user_vectors = tf.Variable(user_vectors, trainable=False, name="user_vectors")
         self.user_table = string_table(user_ids, "user_ids")
         lowered = [n.lower() for n in names]
@@ -118,11 +112,16 @@ class DesignerModule(tf.Module):
         # The in-graph optimisation of tfmodels.design, wrapped unchanged. A plain
         # namespace is not tracked, so they are not saved as extra module functions.
         build_args = (generator, discriminator, item_tower, self.rec_resolution, loss)
-        options = dict(latent=latent, classifier=self.classifier, category_weight=self.category_weight,
-                       trust_radius=self.trust_radius, floor_weight=self.floor_weight,
-                       floor_thresholds=self.floor_thresholds, smooth=self.smooth)
-        self._fns = types.SimpleNamespace(design=design_search.build_design_fn(*build_args, **options),
-                                          modify=design_search.build_modify_fn(*build_args, **options))
+        self._fns = types.SimpleNamespace(design=design_search.build_design_fn(*build_args, **objective),
+                                          modify=design_search.build_modify_fn(*build_args, **objective))
+        # The objective as it was built (checked and normalised), for the model card; its classifier, when the
+        # category term uses one, is tracked here so that the SavedModel holds it.
+        built = design_search.DesignObjective(*build_args, **objective)
+        self.classifier = built.classifier
+        self._objective_settings = {
+            "latent": built.latent, "category_weight": built.category_weight, "trust_radius": built.trust_radius,
+            "smooth": built.smooth, "floor_weight": built.floor_weight,
+            "floor_thresholds": None if built.floor_thresholds is None else built.floor_thresholds.tolist()}
 
     # -- helpers (graph code)
 
@@ -229,9 +228,7 @@ class DesignerModule(tf.Module):
         return {"category_names": list(self.category_names), "gan_resolution": self.gan_resolution,
                 "rec_resolution": self.rec_resolution, "noise_dim": self.noise_dim, "loss": self.loss,
                 "learning_rate": self.learning_rate, "invert_starts": self.invert_starts,
-                "invert_steps": self.invert_steps, "proximity": self.proximity, "latent": self.latent,
-                "category_weight": self.category_weight, "trust_radius": self.trust_radius,
-                "smooth": self.smooth, "floor_weight": self.floor_weight, "floor_thresholds": self.floor_thresholds,
+                "invert_steps": self.invert_steps, "proximity": self.proximity, **self._objective_settings,
                 "max_images": MAX_IMAGES, "max_steps": MAX_STEPS}
 
 

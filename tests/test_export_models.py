@@ -256,7 +256,7 @@ def test_outputs_agree_with_the_project_code(ref, loaded, ex):
     # design: Designer.design with the same settings (best first).
     u = 2
     res = designer.design(f"user{u}", "top", seed=6, starts=3, steps=2, eta=1.0, learning_rate=d.learning_rate,
-                          latent=d.latent, category_weight=0.0)
+                          latent=d.settings()["latent"], category_weight=0.0)
     out = des[S.DESIGN](user_id=tf.constant(f"user{u}"), category=tf.constant("top"), starts=tf.constant(3),
                         steps=tf.constant(2), eta=tf.constant(1.0), seed=tf.constant(6))
     np.testing.assert_allclose(out[S.OUT_SCORE].numpy(), res.scores, rtol=1e-4, atol=1e-6)
@@ -269,7 +269,7 @@ def test_outputs_agree_with_the_project_code(ref, loaded, ex):
     img16 = png_bytes(decoded)  # already at the GAN's size: no resize differences
     res = designer.modify(f"user{u}", image=decoded, category="shoe", seed=0, starts=d.invert_starts,
                           invert_steps=d.invert_steps, steps=2, eta=0.5, proximity=d.proximity,
-                          learning_rate=d.learning_rate, latent=d.latent, category_weight=0.0)
+                          learning_rate=d.learning_rate, latent=d.settings()["latent"], category_weight=0.0)
     out = des[S.MODIFY](user_id=tf.constant([f"user{u}"]), image_bytes=tf.constant([img16]),
                         category=tf.constant(["shoe"]), steps=tf.constant(2), eta=tf.constant(0.5))
     np.testing.assert_allclose(out[S.OUT_SCORE].numpy()[0], res["score_after"], rtol=1e-4, atol=1e-6)
