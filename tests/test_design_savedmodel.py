@@ -13,13 +13,14 @@ from tfmodels.data.pixels import to_uint8
 from tfmodels.models import gan as gan_lib
 
 
-def tiny_nets(seed, grey=False):
-    """A 16 px GAN over 3 categories (``gan.grey`` as given), a 24 px item tower (K = 6) and a 20 px
+def tiny_nets(seed, grey=False, spectral_norm=False):
+    """A 16 px GAN over 3 categories (``gan.grey`` and ``gan.spectral_norm`` as given), a 24 px item tower (K = 6) and a 20 px
     linear category classifier (any network with logits, ``resolution`` and ``num_categories`` will do)."""
     tf.keras.utils.set_random_seed(seed)
     cfg = tiny()
     cfg.gan.resolution = 16
     cfg.gan.grey = grey
+    cfg.gan.spectral_norm = spectral_norm
     g, d = gan_lib.build_gan(cfg.gan, 3)
     tower = tf.keras.Sequential([tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
                                  tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(6)])
@@ -33,8 +34,9 @@ def tiny_nets(seed, grey=False):
 @pytest.mark.slow
 def test_design_and_modify_signatures_in_a_v1_session(tmp_path):
     # With the options (the default path is exported by tests/test_export_support.py): codes kept on
-    # their sphere, a category term with a classifier at its own size, and a grey generator.
-    g, d, tower, classifier = tiny_nets(1, grey=True)
+    # their sphere, a category term with a classifier at its own size, a grey generator and a spectrally
+    # normalised discriminator.
+    g, d, tower, classifier = tiny_nets(1, grey=True, spectral_norm=True)
     module = tf.Module()
     module.g, module.d, module.tower, module.classifier = g, d, tower, classifier
     module.users = tf.Variable(tf.random.normal([5, 6]))

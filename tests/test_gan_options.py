@@ -1,5 +1,5 @@
 """The GAN's quality levers (moving-average generator, DiffAugment, R1, two-timescale rates, resize-convolution
-upsampling, reused fakes) and its measures."""
+upsampling, reused fakes, spectral normalisation) and its measures."""
 
 import tfmodels  # noqa: F401  (sets tf-keras before TensorFlow)
 import numpy as np
@@ -13,7 +13,7 @@ from tfmodels.training import gan as gan_training
 
 OPTIONS = {"ema": ["gan.ema=0.9"], "augment": ["gan.augment=translation,color,cutout"], "r1": ["gan.r1=1.0"],
            "ttur": ["gan.d_learning_rate=4e-4"], "upsample": ["gan.upsample=resize"],
-           "transpose": ["gan.upsample=transpose"]}
+           "transpose": ["gan.upsample=transpose"], "spectral_norm": ["gan.spectral_norm=true"]}
 
 
 @pytest.mark.slow
@@ -37,6 +37,16 @@ def test_each_option_trains_with_finite_losses_and_resumes(tmp_path, option):
         layer = gan_training.load_gan(w)[0].get_layer("to_rgb")
         assert type(layer).__name__ == "Conv2DTranspose" and layer.kernel.shape[:2] == (5, 5)
         assert gan_lib.build_gan(_cfg(2).gan, 3)[0].get_layer("to_rgb").kernel.shape[:2] == (4, 4)
+    if option == "spectral_norm":  # every D layer normalised (largest singular value ~1), no layer norms left
+        d = gan_training.load_gan(w)[1]
+        wrapped = [layer for layer in d.layers if isinstance(layer, tf.keras.layers.SpectralNormalization)]
+        assert len(wrapped) == 4 and not any(isinstance(layer, tf.keras.layers.LayerNormalization) for layer in d.layers)
+        for layer in wrapped:
+            kernel = layer.layer.kernel.numpy()
+            sigma = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
+            assert sigma == pytest.approx(1.0, abs=0.15), (layer.name, sigma)
+        with pytest.raises(ValueError, match="gan.spectral_norm"):  # the default D cannot read its checkpoint
+            gan_training.train_gan(_cfg(4), w, data=_toy_data())
     cfg.gan.steps = 4
     again = gan_training.train_gan(cfg, w, data=_toy_data())
     assert again["start_step"] == 2 and again["step"] == 4

@@ -101,7 +101,12 @@ from test_gan_train import _toy_data, _cfg
 from tfmodels.training import gan as gan_training
 strategy = build_strategy("mirrored")
 out = gan_training.train_gan(_cfg(2), sys.argv[1], strategy=strategy, data=_toy_data())
-print(json.dumps({"replicas": strategy.num_replicas_in_sync, "step": out["step"], "losses": out["losses"]}))
+# Spectral normalisation assigns D's normalised kernels inside the replicas' step.
+cfg = _cfg(1)
+cfg.gan.spectral_norm = True
+sn = gan_training.train_gan(cfg, sys.argv[1] + "_sn", strategy=strategy, data=_toy_data())
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "step": out["step"], "losses": out["losses"],
+                  "sn_step": sn["step"], "sn_losses": sn["losses"]}))
 """
 
 
@@ -115,8 +120,8 @@ def test_trains_under_two_replica_mirrored_strategy(tmp_path):
                           cwd=repo, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["replicas"] == 2 and result["step"] == 2
-    assert all(np.isfinite(v) for v in result["losses"].values())
+    assert result["replicas"] == 2 and result["step"] == 2 and result["sn_step"] == 1
+    assert all(np.isfinite(v) for v in list(result["losses"].values()) + list(result["sn_losses"].values()))
 
 
 @pytest.mark.slow

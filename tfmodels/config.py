@@ -173,6 +173,10 @@ class GanConfig:
     comma-separated of translation, color, cutout (empty = none)."""
     r1: float = 0.0
     """gamma of the R1 penalty gamma / 2 * ||grad_x D(x, c)||^2 on real images in D's loss (0 = off)."""
+    spectral_norm: bool = False
+    """Spectral normalisation of every discriminator layer (Miyato et al. 2018, as in SNGAN), in place of D's
+    layer norms: D's Lipschitz constant stays near 1, the usual remedy for a discriminator that overpowers
+    the generator; costs one power iteration per layer and D call."""
     upsample: str = "transpose4"
     """How the generator doubles its image size, one of UPSAMPLINGS: transpose (5x5 stride-2 transposed
     convolutions, the paper's DCGAN), transpose4 (4x4 stride-2 transposed convolutions: the stride divides

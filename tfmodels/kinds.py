@@ -85,7 +85,7 @@ KINDS = {k.name: k for k in (
          "classifier.steps", IMAGE_KEYS + TOWER_KEYS),
     Kind("gan", "the category-conditional GAN that design searches", "tfmodels.training.gan:train_gan",
          "gan.steps", IMAGE_KEYS + ("gan.resolution", "gan.noise_dim", "gan.base_channels", "gan.grey", "gan.ema",
-          "gan.upsample")),
+          "gan.upsample", "gan.spectral_norm")),
 )}
 RECOMMENDERS = tuple(name for name, kind in KINDS.items() if kind.recommender)
 

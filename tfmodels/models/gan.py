@@ -14,7 +14,8 @@ Discriminator ``D(x, c)``: the one-hot category is tiled to C constant image
 planes and concatenated to the image channels (the paper injects the category
 this way); 5x5 stride-2 convolutions with channels base, 2*base, 4*base, 8*base
 (capped at 8*base) halve the size down to 4x4; leaky ReLU, layer normalisation
-after all but the first convolution. On the flattened features h, the score is
+after all but the first convolution (with ``gan.spectral_norm``: spectrally normalised layers
+instead of the layer norms). On the flattened features h, the score is
 ``w . h + b + <E c, h>``: a linear layer plus a projection term with a learned
 embedding E of the category (projection discriminator, Miyato & Koyama 2018),
 one unbounded score per image.
@@ -122,13 +123,19 @@ class _TileCategory(tf.keras.layers.Layer):
 
 
 def build_discriminator(num_categories: int, resolution: int = 64, base_channels: int = 64,
-                        name: str = "discriminator") -> tf.keras.Model:
+                        spectral_norm: bool = False, name: str = "discriminator") -> tf.keras.Model:
     """Builds D: ([images float [B, R, R, 3] in [-1, 1], onehot [B, C]]) -> score float [B].
 
     Input = image channels + C tiled one-hot planes; 5x5 stride-2 convs with
     channels base, 2b, 4b, 8b (capped) down to 4x4, leaky ReLU (0.2), layer norm
     after all but the first; flatten to h; score = w . h + b + <E onehot, h>.
+    ``spectral_norm`` (``gan.spectral_norm``): every convolution, the score and the projection
+    embedding are spectrally normalised (``tf.keras.layers.SpectralNormalization``, one power
+    iteration per training call; Miyato et al. 2018), and the layer norms are left out, as in SNGAN.
     """
+    def sn(layer):
+        return tf.keras.layers.SpectralNormalization(layer, name=layer.name + "_sn") if spectral_norm else layer
+
     if num_categories < 1:
         raise ValueError(f"build_discriminator: num_categories={num_categories}, need at least 1")
     stages = _num_upsamplings(resolution)
@@ -140,18 +147,18 @@ def build_discriminator(num_categories: int, resolution: int = 64, base_channels
         # No bias on the first conv: Grappler's Conv2D+BiasAdd+LeakyRelu fusion breaks on the
         # gradient-through-D graphs of the design loop ("remapper failed" errors), and the
         # bias adds nothing there that the next layer cannot absorb.
-        h = tf.keras.layers.Conv2D(channels, 5, strides=2, padding="same", use_bias=i > 0,
-                                   kernel_initializer=_init(), name=f"down{i}")(h)
-        if i > 0:
+        h = sn(tf.keras.layers.Conv2D(channels, 5, strides=2, padding="same", use_bias=i > 0,
+                                      kernel_initializer=_init(), name=f"down{i}"))(h)
+        if i > 0 and not spectral_norm:
             h = tf.keras.layers.LayerNormalization(axis=[1, 2, 3], name=f"down{i}_ln")(h)
         h = tf.keras.layers.LeakyReLU(0.2)(h)
         channels = min(channels * 2, 8 * base_channels)
     h = tf.keras.layers.Flatten()(h)
-    unconditional = tf.keras.layers.Dense(1, dtype="float32", kernel_initializer=_init(), name="score")(h)
+    unconditional = sn(tf.keras.layers.Dense(1, dtype="float32", kernel_initializer=_init(), name="score"))(h)
     # Projection term <embed(c), h> (Miyato & Koyama 2018): a per-category direction in
     # feature space, a much stronger conditioning signal than the input planes alone.
-    embedded = tf.keras.layers.Dense(h.shape[-1], use_bias=False, kernel_initializer=_init(),
-                                     name="category_projection")(c)
+    embedded = sn(tf.keras.layers.Dense(h.shape[-1], use_bias=False, kernel_initializer=_init(),
+                                        name="category_projection"))(c)
     projection = tf.keras.layers.Dot(axes=1, name="projection")([h, embedded])
     out = tf.keras.layers.Add()([unconditional, projection])
     out = tf.keras.layers.Reshape(())(out)
@@ -169,7 +176,8 @@ def build_gan(gan_cfg, num_categories: int) -> tuple[tf.keras.Model, tf.keras.Mo
         raise ValueError(f"gan.r1={gan_cfg.r1}, gan.d_learning_rate={gan_cfg.d_learning_rate}: must be >= 0")
     g = build_generator(gan_cfg.noise_dim, num_categories, gan_cfg.resolution, gan_cfg.base_channels,
                         grey=gan_cfg.grey, upsample=gan_cfg.upsample)
-    d = build_discriminator(num_categories, gan_cfg.resolution, gan_cfg.base_channels)
+    d = build_discriminator(num_categories, gan_cfg.resolution, gan_cfg.base_channels,
+                            spectral_norm=gan_cfg.spectral_norm)
     return g, d
 
 
