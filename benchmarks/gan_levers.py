@@ -21,8 +21,9 @@ and the table gives
 
 Variants: ``paper`` (the demo preset's GAN with every GAN setting of ``paper()``: no moving average,
 transposed convolutions, a fresh batch of fakes for each G update: no lever), ``ema`` (gan.ema=0.995),
-``ema+reuse`` (the same with gan.reuse_fakes: today's defaults), ``ema+reuse+t4`` (and 4x4
-transposed convolutions, gan.upsample=transpose4),
+``ema+reuse`` (the same with gan.reuse_fakes), ``ema+reuse+t4`` (and 4x4
+transposed convolutions, gan.upsample=transpose4: today's defaults), ``ema+reuse+t4+sn`` (and a
+spectrally normalised discriminator, gan.spectral_norm),
 ``augment`` (gan.augment=translation,color,cutout), ``r1`` (gan.r1=1), ``ttur``
 (gan.d_learning_rate = 2x gan.learning_rate), ``resize`` (gan.upsample=resize), ``ema+augment``,
 ``ema+resize``, ``ema+resize+augment``, ``ema+resize+ttur``, ``all`` (ema, augment, r1,
@@ -59,6 +60,7 @@ VARIANTS = {
     "resize": ["gan.upsample=resize"],
     "ema+reuse": ["gan.ema=0.995", "gan.reuse_fakes=true"],
     "ema+reuse+t4": ["gan.ema=0.995", "gan.reuse_fakes=true", "gan.upsample=transpose4"],
+    "ema+reuse+t4+sn": ["gan.ema=0.995", "gan.reuse_fakes=true", "gan.upsample=transpose4", "gan.spectral_norm=true"],
     "ema+augment": ["gan.ema=0.995", "gan.augment=translation,color,cutout"],
     "ema+resize": ["gan.ema=0.995", "gan.upsample=resize"],
     "ema+resize+augment": ["gan.ema=0.995", "gan.upsample=resize", "gan.augment=translation,color,cutout"],
