@@ -1,5 +1,5 @@
 """GAN quality levers on one time budget: the paper's recipe against gan.ema, gan.augment, gan.r1, gan.d_learning_rate,
-gan.upsample, gan.reuse_fakes.
+gan.upsample, gan.reuse_fakes, gan.spectral_norm.
 
 For one data set (the garment world at 32 px by default) this trains one GAN per
 variant into ``--out/<variant>``, each for ``--minutes`` of wall-clock time (the
@@ -20,7 +20,8 @@ and the table gives
   without Inception weights.
 
 Variants: ``paper`` (the demo preset's GAN with every GAN setting of ``paper()``: no moving average,
-transposed convolutions, a fresh batch of fakes for each G update: no lever), ``ema`` (gan.ema=0.995),
+transposed convolutions, a fresh batch of fakes for each G update, a layer-normalised
+discriminator: no lever), ``ema`` (gan.ema=0.995),
 ``ema+reuse`` (the same with gan.reuse_fakes), ``ema+reuse+t4`` (and 4x4
 transposed convolutions, gan.upsample=transpose4: today's defaults), ``ema+reuse+t4+sn`` (and a
 spectrally normalised discriminator, gan.spectral_norm),
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
 
     base = config_lib.demo()
     # Every lever starts from the paper's recipe: the GAN settings paper() keeps where today's defaults differ
-    # (the moving average, reused fakes).
+    # (the moving average, reused fakes, 4x4 kernels).
     paper_gan, default_gan = config_lib.paper().gan, config_lib.Config().gan
     for f in dataclasses.fields(paper_gan):
         if getattr(paper_gan, f.name) != getattr(default_gan, f.name):

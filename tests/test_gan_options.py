@@ -18,13 +18,16 @@ OPTIONS = {"ema": ["gan.ema=0.9"], "augment": ["gan.augment=translation,color,cu
 
 @pytest.mark.slow
 @pytest.mark.parametrize("option", list(OPTIONS))
-def test_each_option_trains_with_finite_losses_and_resumes(tmp_path, option):
+def test_each_option_trains_with_finite_losses_and_resumes(tmp_path, capfd, option):
     from tfmodels import config as config_lib
 
     cfg = config_lib.apply_overrides(_cfg(2), OPTIONS[option])
     w = str(tmp_path / option)
     out = gan_training.train_gan(cfg, w, data=_toy_data())
     assert out["step"] == 2 and all(np.isfinite(v) for v in out["losses"].values()), out["losses"]
+    # Grappler's conv+bias+leaky-ReLU fusion fails on graphs with gradients through D (logged as an error);
+    # D avoids the pattern with every option.
+    assert "remapper failed" not in capfd.readouterr().err
     if option == "r1":
         assert out["losses"]["r1_penalty"] > 0
     if option == "upsample":  # the resize generator's last block: nearest-neighbour x2, then a 3x3 conv
