@@ -55,6 +55,11 @@ def test_each_option_trains_with_finite_losses_and_resumes(tmp_path, capfd, opti
     assert again["start_step"] == 2 and again["step"] == 4
 
 
+def test_the_fusion_safe_leaky_relu_equals_keras_leaky_relu_to_the_bit():
+    x = tf.random.stateless_normal([4, 8, 8, 16], seed=[1, 2]) * 3.0
+    np.testing.assert_array_equal(gan_lib._LeakyMax()(x).numpy(), tf.keras.layers.LeakyReLU(0.2)(x).numpy())
+
+
 @pytest.mark.slow
 def test_the_moving_average_is_what_sampling_design_and_export_use(tmp_path):
     from tfmodels import config as config_lib
