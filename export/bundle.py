@@ -76,7 +76,9 @@ def export_all(rec_workdir: str, gan_workdir: str, export_base: str, version: in
         written[S.DESIGNER] = save_version(
             des, export_base, S.DESIGNER, sigs, version,
             extra_files={"model_card.json": model_card(
-                S.DESIGNER, {"recommender": rec_workdir, "gan": gan_workdir}, sigs, des.settings())},
+                S.DESIGNER, {"recommender": rec_workdir, "gan": gan_workdir,
+                             **({"classifier": designer.config.classifier_from} if designer.classifier is not None else {})},
+                sigs, des.settings())},
             warmup=designer_warmup(des, dataset.user_ids[0], sample_png))
         log(f"[export] {S.DESIGNER}: {written[S.DESIGNER]}")
 

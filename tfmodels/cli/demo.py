@@ -15,7 +15,10 @@ command that reproduces it; outputs under OUT):
    (``tfmodels.evaluation.evaluate_workdir`` in this process, saving one
    TensorFlow start per model), plus the oracle AUC of the simulated users' true
    scores.
-4. ``export`` of the recommender, item_encoder and designer -> OUT/export.
+4. ``export`` of the recommender, item_encoder and designer -> OUT/export. The
+   designer's search carries the category term (``design.category_weight`` =
+   ``DESIGN_CATEGORY_WEIGHT``) with the classifier of stage 2, so designs keep
+   their category (benchmarks/design_quality.py).
 5. ``serve`` on free 127.0.0.1 ports as a subprocess; this process then calls it
    over gRPC like a shop would (serving/client.py: status, metadata, score,
    recommend, generate, design, modify) and stops it with SIGTERM.
@@ -101,6 +104,12 @@ runs beside the GAN, then the classifier, VBPR, BPR-MF and PopRank: about 60% of
 training wall time, the rest is TensorFlow start-ups, evaluation, export, serving and the report.
 The GAN gets as much as DVBPR: its samples improve with every minute of training
 (benchmarks/gan_levers.py), more than the recommender's AUC does at this size."""
+
+DESIGN_CATEGORY_WEIGHT = 10.0
+"""kappa of the category term the demo's designer searches with (``design.category_weight``, its classifier the
+demo's ``train classifier`` run). Not the paper's objective (0): on the garments and Fashion-MNIST,
+benchmarks/design_quality.py finds it keeps the designs in their category, for a smaller share above the user's
+best real item."""
 
 
 def stage_overrides(minutes: float = 0.0) -> dict:
@@ -363,6 +372,9 @@ def run(args) -> int:
         if kind == "vbpr":
             extra.append(f"baseline.features_from={runs['classifier']}")
             deps = ("train classifier",)
+        if kind == "gan":  # recorded in the GAN run's design section, read by export's build_designer
+            extra += [f"design.category_weight={DESIGN_CATEGORY_WEIGHT:g}",
+                      f"design.classifier_from={os.path.abspath(runs['classifier'])}"]
         sets = extra + list(args.overrides)
         cfg = _config_for(CONFIG_PRESET[args.preset], sets)
         cmd = ["train", kind] + data + preset + ["--workdir", runs[kind]] + _sets(sets)
@@ -381,7 +393,7 @@ def run(args) -> int:
 
     runner.add(Stage("export", ["export", "--rec-workdir", runs["dvbpr"], "--gan-workdir", runs["gan"],
                                 "--export-base", export_base, "--version", "1"],
-                     export_done, deps=("train dvbpr", "train gan")))
+                     export_done, deps=("train dvbpr", "train gan", "train classifier")))
 
     timings_path = os.path.join(out, "timings.json")
     old_timings = read_json(timings_path) or {}

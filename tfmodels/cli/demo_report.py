@@ -99,6 +99,11 @@ def write_report(out: str, args, runner, results: dict, timings: dict, runs: dic
         lines += rep.markdown_table(["call", "calls", "median ms", "max ms"],
                                     [[k, v["calls"], _f1(v["median"]), _f1(v["max"])] for k, v in lat.items()])
         lines += ["", "### Per user: purchase history, recommendations, designs, a modified item", ""]
+        design = (read_json(os.path.join(runs["gan"], "config.json")) or {}).get("design", {})
+        if design.get("category_weight"):
+            lines += [f"The designer searches with a category term (`design.category_weight` = "
+                      f"{design['category_weight']:g}, classifier `{design.get('classifier_from')}`), which is "
+                      "not in the paper: it keeps designs in their category.", ""]
         for i, u in enumerate(serving.get("users", []), 1):
             ds = u.get("design_scores") or []
             above = sum(s > (u.get("category_real_max") or float("inf")) for s in ds)
