@@ -81,11 +81,12 @@ def test_tiny_demo_end_to_end_in_its_wall_clock_budget_then_reuses_everything(tm
         assert (out / "pictures" / f"{pic}.png").stat().st_size > 1000, pic
     versions = os.listdir(out / "export" / "recommender")
     assert versions == ["1"]
-    # The designer searches with the category term, its classifier the demo's own.
+    # The designer searches with the category term, its classifier the demo's own; D is spectrally normalised.
     card = json.loads((out / "export" / "designer" / "1" / "assets.extra" / "model_card.json").read_text())
     assert card["settings"]["category_weight"] == 10.0, card["settings"]
     assert card["sources"]["classifier"]["kind"] == "classifier", card["sources"].keys()
     assert "`design.category_weight` = 10" in report
+    assert json.loads((out / "runs" / "gan" / "config.json").read_text())["gan"]["spectral_norm"] is True
 
     # A second run with the same settings trains, exports and serves nothing again.
     second = _demo(out, *budget, timeout=300)
