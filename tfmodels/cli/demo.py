@@ -343,9 +343,11 @@ def run(args) -> int:
     if minutes < 0:
         raise ValueError(f"--minutes must be >= 0, got {args.minutes}")
     sizing = stage_overrides(minutes)
+    # The demo's own settings of its GAN and designer (the classifier's path follows from OUT).
+    gan_sets = [*GAN_SETS, f"design.category_weight={DESIGN_CATEGORY_WEIGHT:g}"]
     common = list(args.overrides)
     settings = {"data": args.data, "hm_dir": os.path.abspath(args.hm_dir) if args.data == "hm" else "",
-                "preset": CONFIG_PRESET[args.preset], "overrides": common, "minutes": minutes, "stages": sizing}
+                "preset": CONFIG_PRESET[args.preset], "overrides": common, "minutes": minutes, "stages": sizing, "gan": gan_sets}
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     if args.data == "hm" and not os.path.isdir(args.hm_dir):
@@ -377,8 +379,7 @@ def run(args) -> int:
             extra.append(f"baseline.features_from={runs['classifier']}")
             deps = ("train classifier",)
         if kind == "gan":  # recorded in the GAN run's design section, read by export's build_designer
-            extra += [*GAN_SETS, f"design.category_weight={DESIGN_CATEGORY_WEIGHT:g}",
-                      f"design.classifier_from={os.path.abspath(runs['classifier'])}"]
+            extra += gan_sets + [f"design.classifier_from={os.path.abspath(runs['classifier'])}"]
         sets = extra + list(args.overrides)
         cfg = _config_for(CONFIG_PRESET[args.preset], sets)
         cmd = ["train", kind] + data + preset + ["--workdir", runs[kind]] + _sets(sets)
