@@ -72,13 +72,14 @@ def export_all(rec_workdir: str, gan_workdir: str, export_base: str, version: in
         # classifier is the design objective's own error.
         designer = build_designer(rec_workdir, gan_workdir, best=best, recommender=(model, dataset, split, images))
         des = build_designer_module(designer)
+        sources = {"recommender": rec_workdir, "gan": gan_workdir}
+        if designer.classifier is not None:  # the category term's classifier, held by the SavedModel
+            sources["classifier"] = designer.config.classifier_from
         sigs = des.signatures()
         written[S.DESIGNER] = save_version(
             des, export_base, S.DESIGNER, sigs, version,
             extra_files={"model_card.json": model_card(
-                S.DESIGNER, {"recommender": rec_workdir, "gan": gan_workdir,
-                             **({"classifier": designer.config.classifier_from} if designer.classifier is not None else {})},
-                sigs, des.settings())},
+                S.DESIGNER, sources, sigs, des.settings())},
             warmup=designer_warmup(des, dataset.user_ids[0], sample_png))
         log(f"[export] {S.DESIGNER}: {written[S.DESIGNER]}")
 

@@ -16,10 +16,9 @@ command that reproduces it; outputs under OUT):
    TensorFlow start per model), plus the oracle AUC of the simulated users' true
    scores.
 4. ``export`` of the recommender, item_encoder and designer -> OUT/export. The
-   designer's search carries the category term (``design.category_weight`` =
-   ``DESIGN_CATEGORY_WEIGHT``) with the classifier of stage 2, and the GAN
-   trains a spectrally normalised discriminator (``GAN_SETS``): the pair
-   benchmarks/design_quality.py measures best on the garment world.
+   designer's search carries the category term with the classifier of stage
+   2, and the GAN trains a spectrally normalised discriminator (``GAN_SETS``):
+   the pair benchmarks/design_quality.py measures best on the garment world.
 5. ``serve`` on free 127.0.0.1 ports as a subprocess; this process then calls it
    over gRPC like a shop would (serving/client.py: status, metadata, score,
    recommend, generate, design, modify) and stops it with SIGTERM.
@@ -106,14 +105,13 @@ training wall time, the rest is TensorFlow start-ups, evaluation, export, servin
 The GAN gets as much as DVBPR: its samples improve with every minute of training
 (benchmarks/gan_levers.py), more than the recommender's AUC does at this size."""
 
-DESIGN_CATEGORY_WEIGHT = 10.0
-"""kappa of the category term the demo's designer searches with (``design.category_weight``, its classifier the
-demo's ``train classifier`` run). Not the paper's objective (0)."""
-GAN_SETS = ("gan.spectral_norm=true",)
-"""What the demo's GAN trains with beyond its preset. With the category term above, a spectrally normalised
-discriminator is the better pair on the garment world in benchmarks/design_quality.py (two seeds): samples
-closer to real images, designs that keep their category and stay closer to the samples than with layer
-norms. Without the category term spectral norm loses the category, so it is not the library default."""
+GAN_SETS = ("gan.spectral_norm=true", "design.category_weight=10")
+"""What the demo's GAN run records beyond its preset (the classifier's path, design.classifier_from, follows
+from OUT). The category term is not in the paper's objective; its classifier is the demo's ``train classifier``
+run. With it, a spectrally normalised discriminator is the better pair on the garment world in
+benchmarks/design_quality.py (two seeds): samples closer to real images, designs that keep their category and
+stay closer to the samples than with layer norms. Without the category term spectral norm loses the category,
+so it is not the library default."""
 
 
 def stage_overrides(minutes: float = 0.0) -> dict:
@@ -343,11 +341,10 @@ def run(args) -> int:
     if minutes < 0:
         raise ValueError(f"--minutes must be >= 0, got {args.minutes}")
     sizing = stage_overrides(minutes)
-    # The demo's own settings of its GAN and designer (the classifier's path follows from OUT).
-    gan_sets = [*GAN_SETS, f"design.category_weight={DESIGN_CATEGORY_WEIGHT:g}"]
     common = list(args.overrides)
     settings = {"data": args.data, "hm_dir": os.path.abspath(args.hm_dir) if args.data == "hm" else "",
-                "preset": CONFIG_PRESET[args.preset], "overrides": common, "minutes": minutes, "stages": sizing, "gan": gan_sets}
+                "preset": CONFIG_PRESET[args.preset], "overrides": common, "minutes": minutes, "stages": sizing,
+                "gan": list(GAN_SETS)}
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     if args.data == "hm" and not os.path.isdir(args.hm_dir):
@@ -379,7 +376,7 @@ def run(args) -> int:
             extra.append(f"baseline.features_from={runs['classifier']}")
             deps = ("train classifier",)
         if kind == "gan":  # recorded in the GAN run's design section, read by export's build_designer
-            extra += gan_sets + [f"design.classifier_from={os.path.abspath(runs['classifier'])}"]
+            extra += [*GAN_SETS, f"design.classifier_from={os.path.abspath(runs['classifier'])}"]
         sets = extra + list(args.overrides)
         cfg = _config_for(CONFIG_PRESET[args.preset], sets)
         cmd = ["train", kind] + data + preset + ["--workdir", runs[kind]] + _sets(sets)
