@@ -116,7 +116,8 @@ def main(argv=None) -> int:
                    help="side the images are upscaled to for the ImageNet Frechet distance (0 = skip; "
                         "default %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every variant (the base is the demo preset: garments, 32 px)")
+                   help="config override for every variant, applied after the variant's own settings, so it "
+                        "wins (the base is the demo preset: garments, 32 px)")
     args = p.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -160,7 +161,8 @@ def main(argv=None) -> int:
     for variant in variants:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             cfg = config_lib.apply_overrides(config_lib.from_dict(config_lib.to_dict(base)),
-                                             VARIANTS[variant] + [f"train.seed={seed}", f"train.minutes={args.minutes}"])
+                                             VARIANTS[variant] + [f"train.seed={seed}", f"train.minutes={args.minutes}"]
+                                             + args.overrides)
             w = os.path.join(args.out, f"{variant}-s{seed}")
             t1 = time.time()
             out = train_gan(cfg, w, data=(images, categories, names, dataset_name))

@@ -58,6 +58,7 @@ def test_tiny_demo_end_to_end_in_its_wall_clock_budget_then_reuses_everything(tm
         assert row in report, row
     assert "auc_cold_vs_cold" in report and "tfmodels train dvbpr" in report and "tfmodels serve" in report
     assert "train.minutes=1.35" in report  # DVBPR's share: 45% of 3 minutes
+    assert "train.minutes=1.80" in report  # the GAN's: 60%, the longest
     for kind in ("pop", "bpr-mf", "vbpr", "dvbpr", "oracle"):
         result = json.loads((out / "eval" / f"{kind}.json").read_text())
         assert 0.0 <= result["auc_all"] <= 1.0 and result["users"] > 0, (kind, result)
