@@ -50,6 +50,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tfmodels  # noqa: E402,F401  (tf-keras before TensorFlow)
 import numpy as np  # noqa: E402
 from tfmodels import files  # noqa: E402
+from tfmodels import workdir as workdir_lib  # noqa: E402
 from _machine import info as machine_info  # noqa: E402
 
 VARIANTS = {
@@ -115,6 +116,9 @@ def main(argv=None) -> int:
     p.add_argument("--imagenet-resolution", type=int, default=gan_metrics.IMAGENET_RESOLUTION,
                    help="side the images are upscaled to for the ImageNet Frechet distance (0 = skip; "
                         "default %(default)s)")
+    p.add_argument("--reuse", action="store_true",
+                   help="grade a variant's finished run in --out again instead of training it on (e.g. after a "
+                        "change to how load_gan restores a generator); a variant with no run trains as usual")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every variant, applied after the variant's own settings, so it "
                         "wins (the base is the demo preset: garments, 32 px)")
@@ -165,7 +169,9 @@ def main(argv=None) -> int:
                                              + args.overrides)
             w = os.path.join(args.out, f"{variant}-s{seed}")
             t1 = time.time()
-            out = train_gan(cfg, w, data=(images, categories, names, dataset_name))
+            done = os.path.join(w, "model.json")
+            out = (workdir_lib.read_json(done) if args.reuse and os.path.exists(done)
+                   else train_gan(cfg, w, data=(images, categories, names, dataset_name)))
             generator = load_gan(w)[0]
             fake = generate_like(generator, categories[b2], seed=1000 + seed)
             logits, feat = gan_metrics.judge_outputs(judge, fake)

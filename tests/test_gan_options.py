@@ -72,9 +72,19 @@ def test_the_moving_average_is_what_sampling_design_and_export_use(tmp_path):
     tf.train.Checkpoint(generator=raw).read(latest).expect_partial()
     tf.train.Checkpoint(generator_ema=averaged).read(latest).expect_partial()
     loaded = gan_training.load_gan(w)[0]
-    for a, b, r in zip(loaded.weights, averaged.weights, raw.weights):
+    for a, b in zip(loaded.trainable_weights, averaged.trainable_weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert any(not np.array_equal(a.numpy(), r.numpy()) for a, r in zip(loaded.weights, raw.weights))
+    # Its batch-norm statistics are measured on it (gan.ema_statistics=recompute), not the averaged ones.
+    saved = [v.numpy() for v in averaged.non_trainable_weights]
+    gan_training.recompute_batch_norm_statistics(averaged)
+    for a, b in zip(loaded.non_trainable_weights, averaged.non_trainable_weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(saved, loaded.non_trainable_weights))
+    cfg.gan.ema_statistics = "bogus"
+    with pytest.raises(ValueError, match="gan.ema_statistics='bogus'"):
+        gan_training.train_gan(cfg, w, data=_toy_data())
+    cfg.gan.ema_statistics = "recompute"
     # Resuming the averaged run without the average would lose it: refused, naming the setting.
     cfg.gan.ema = 0.0
     with pytest.raises(ValueError, match="gan.ema=0.5"):
@@ -151,3 +161,30 @@ def test_real_vs_real_floor_uses_disjoint_halves_and_diversity_sees_collapse():
     assert 0 <= out["frechet"] < 0.2 * shifted
     assert gan_metrics.diversity(np.repeat(feats[:1], 5, axis=0)) == pytest.approx(0.0, abs=1e-6)
     assert gan_metrics.diversity(feats) > 2.0  # ~sqrt(2 * 5) for unit normals
+
+
+def test_recomputed_batch_norm_statistics_standardise_each_layer_on_fresh_draws():
+    generator = gan_lib.build_generator(16, 3, resolution=16, base_channels=8, upsample="transpose4")
+    layers = [l for l in generator.layers if isinstance(l, tf.keras.layers.BatchNormalization)]
+    outputs = tf.keras.Model(generator.inputs, [l.output for l in layers])
+    rng = np.random.default_rng(7)  # other draws than the statistics' own
+    z = rng.standard_normal((2048, 16)).astype(np.float32)
+    c = gan_lib.onehot(rng.integers(0, 3, 2048), 3)
+
+    def worst(moment):  # largest per-channel deviation over all layers, inference mode
+        values = [moment(o.numpy().reshape(-1, o.shape[-1]), l)
+                  for o, l in zip(outputs([z, c], training=False), layers)]
+        return max(float(np.abs(v).max()) for v in values)
+
+    def std_error(x, layer):  # a standardised channel of variance v has std sqrt(v / (v + epsilon))
+        v = layer.moving_variance.numpy()
+        return x.std(0) - np.sqrt(v / (v + layer.epsilon))
+
+    # Fresh layers (mean 0, variance 1, gamma 1, beta 0) do not standardise the generator's activations.
+    assert worst(lambda x, _: x.std(0) - 1.0) > 0.2
+    gan_training.recompute_batch_norm_statistics(generator, samples=2048)
+    assert worst(lambda x, _: x.mean(0)) < 0.05 and worst(std_error) < 0.05
+    first = [v.numpy() for v in generator.non_trainable_weights]
+    gan_training.recompute_batch_norm_statistics(generator, samples=2048)  # the same seed: the same statistics
+    for a, b in zip(first, generator.non_trainable_weights):
+        np.testing.assert_array_equal(a, b.numpy())

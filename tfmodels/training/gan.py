@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from tfmodels import kinds
 from tfmodels import workdir as workdir_lib
+from tfmodels.config import EMA_STATISTICS
 from tfmodels.data.pixels import to_model_input, to_uint8
 from tfmodels.data.sampler import labelled_image_batches
 from tfmodels.models import gan as gan_lib
@@ -131,6 +132,36 @@ def update_ema(ema_model: tf.keras.Model, model: tf.keras.Model, decay: float) -
     tf.distribute.get_replica_context().merge_call(update)
 
 
+STATISTICS_SAMPLES = 4096
+"""Draws of (z, c) over which ``recompute_batch_norm_statistics`` measures each layer's input."""
+
+
+def recompute_batch_norm_statistics(generator: tf.keras.Model, samples: int = STATISTICS_SAMPLES,
+                                    batch_size: int = 256, seed: int = 0) -> None:
+    """Sets each batch-norm layer's moving mean and variance to its own input's over seeded (z, c) draws.
+
+    Layer by layer in inference mode: layer k is measured with layers 0..k-1 already normalising by their
+    new statistics, so the result is what the generator sees when it samples. z ~ N(0, I), c uniform over
+    the categories; the same seed gives the same statistics. (``gan.ema_statistics=recompute``: an averaged
+    generator's averaged statistics belong to the live generators it averages, not to it.)
+    """
+    layers = [l for l in generator.layers if isinstance(l, tf.keras.layers.BatchNormalization)]
+    noise_dim, num = int(generator.inputs[0].shape[-1]), int(generator.inputs[1].shape[-1])
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((samples, noise_dim)).astype(np.float32)
+    c = gan_lib.onehot(rng.integers(0, num, samples), num)
+    for layer in layers:
+        probe = tf.keras.Model(generator.inputs, layer.input)
+        total = total_sq = count = 0.0
+        for s in range(0, samples, batch_size):
+            x = probe([z[s:s + batch_size], c[s:s + batch_size]], training=False).numpy().astype(np.float64)
+            x = x.reshape(-1, x.shape[-1])  # every position of every image is one observation of a channel
+            total, total_sq, count = total + x.sum(0), total_sq + np.square(x).sum(0), count + x.shape[0]
+        mean = total / count
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(np.maximum(total_sq / count - np.square(mean), 0.0).astype(np.float32))
+
+
 def real_image_dataset(images: np.ndarray, categories: np.ndarray, batch_size: int, seed: int = 0) -> tf.data.Dataset:
     """Endless shuffled batches {"images": uint8 [batch, R, R, 3], "category": int32 [batch]}.
 
@@ -173,7 +204,8 @@ def load_gan(workdir: str):
 
     Returns:
       (generator, discriminator, cfg, meta): Keras models with the latest
-      checkpoint's weights (the generator's moving average when ``gan.ema`` > 0), the run's ``Config`` and ``model.json`` (which has
+      checkpoint's weights (the generator's moving average when ``gan.ema`` > 0, its batch-norm statistics
+      then recomputed on it with ``gan.ema_statistics=recompute``), the run's ``Config`` and ``model.json`` (which has
       ``category_names``, ``num_categories``, ``resolution``, ``noise_dim``, ``loss``, ``step``).
 
     Raises:
@@ -189,6 +221,8 @@ def load_gan(workdir: str):
     generator_key = "generator_ema" if cfg.gan.ema > 0 else "generator"
     ckpt = tf.train.Checkpoint(**{generator_key: generator, "discriminator": discriminator})
     ckpt.read(latest).expect_partial()
+    if cfg.gan.ema > 0 and cfg.gan.ema_statistics == "recompute":
+        recompute_batch_norm_statistics(generator)
     return generator, discriminator, cfg, meta
 
 
@@ -227,6 +261,8 @@ class GanTask(loop_lib.Task):
         if self.categories.max(initial=-1) >= self.num_categories:
             raise ValueError(f"category index {self.categories.max()} >= number of category names "
                              f"{self.num_categories}")
+        if cfg.gan.ema_statistics not in EMA_STATISTICS:
+            raise ValueError(f"gan.ema_statistics={cfg.gan.ema_statistics!r}: choose one of {EMA_STATISTICS}")
 
     def build(self, strategy):
         g = self.gan_cfg
