@@ -88,6 +88,7 @@ def plot_tradeoff(name: str, rows: list[dict], simulated: bool, path: str) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    references = [r for r in rows if r.get("objective") == "reference"]
     rows = [r for r in rows if r.get("objective", "model") == "model" and not r.get("guard")]
     kappa0 = rows[0].get("category_weight", 0.0)
     extra = [r for r in rows if r.get("category_weight", 0.0) != kappa0]
@@ -115,6 +116,8 @@ def plot_tradeoff(name: str, rows: list[dict], simulated: bool, path: str) -> No
                 for r in extra:
                     ax.annotate(f"k={r['category_weight']:g}", (r[key], r[metric]),
                                 fontsize=7, textcoords="offset points", xytext=(3, -9))
+        for r, style in zip(references, (":", "-.")):
+            ax.axvline(r[key], color="grey", linestyle=style, linewidth=1, label=f"{r['eta']} items")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("share of (user, category) pairs")
         ax.set_ylim(-0.05, 1.05)
@@ -155,7 +158,9 @@ def write_outputs(out: str, results: dict) -> None:
         head += ["ImageNet FD (x floor)"] if imagenet else []
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in res["rows"]:
-            label = str(r["eta"]) if r.get("objective", "model") == "model" else f"{r['eta']} (true taste)"
+            objective = r.get("objective", "model")
+            label = {"model": str(r["eta"]), "reference": f"{r['eta']} (reference)"}.get(objective,
+                                                                                     f"{r['eta']} (true taste)")
             if r.get("category_weight"):
                 label += f", category term {r['category_weight']:g}"
             label += guard_label(r.get("guard", {}))
@@ -185,6 +190,10 @@ def write_outputs(out: str, results: dict) -> None:
               "diversity: mean pairwise judge-feature distance of the R designs of one pair, in the header the "
               "same within a category of held-out real items; novelty is the RMS pixel distance (0..1) to the nearest "
               "GAN training image, in brackets held-out real images against the other 80% of the catalogue. 'random' = unoptimised samples G(z, c). "
+              "Reference rows are real catalogue items outside the held-out images, R per pair: 'recommended "
+              "real' the R the recommender ranks highest for the user (the distance choosing for one taste "
+              "costs by itself; '> p90 real (true)': its top item), 'random real' R at random (images the judge "
+              "trained on). "
               "past D's p90: share of designs whose realism penalty exceeds the 0.9-quantile of D's penalty on "
               "the catalogue's real items of their category. ImageNet FD: Frechet distance in EfficientNet-Lite0's "
               "pooled ImageNet features (1280-d, images upscaled) to one half of the held-out real images of "

@@ -60,7 +60,13 @@ Rows "category term K" run eta = 1 with the objective's optional category term
 Its classifier is the project's category CNN (``tfmodels train classifier``), trained here on the
 setup's catalogue (``<setup>/classifier``; the H&M setups share ``hm-classifier``): another network,
 trained on other images, than the judge that grades the designs.
-A "random" row gives the same figures for unoptimised samples G(z, c) as the reference.
+A "random" row gives the same figures for unoptimised samples G(z, c) as the reference. Two more reference
+rows hold real photos, R per pair from the category's catalogue items outside the held-out images:
+"recommended real", the R items the recommender ranks highest for the user, and "random real", R at
+random. Designs for one user are meant to differ from the catalogue as a whole, so their Frechet
+distance to the held-out images cannot fairly be asked to match the random samples'; the recommended
+real items show how far choosing for one taste moves a set of perfectly real images by itself, and the
+random real items what the judge's features make of images it trained on.
 On simulated users, "true taste" rows run the same search with the user's *true* visual
 taste as the score (``TrueTasteTower``) instead of the recommender: what this GAN could
 deliver with a perfect recommender, which separates the GAN's share of a miss from the
@@ -380,6 +386,74 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
     true_designer = None if sim is None else dataclasses.replace(
         designer, item_tower=TrueTasteTower(sim), user_vectors=sim.taste / sim.visual_scale,
         rec_resolution=cfg.gan.resolution)
+    def quality(image_groups: list, cat_groups: list, pick=rng):
+        """The quality columns of one row for its R images per (user, category) pair: (images, their
+        categories, {conditional_accuracy, frechet (+ floor, ratio, count), diversity, novelty_*,
+        imagenet_* when that column is on}); ``pick`` draws the novelty subsample."""
+        images, img_cats = np.concatenate(image_groups), np.concatenate(cat_groups)
+        counts = tuple(np.bincount(img_cats, minlength=len(names)).tolist())
+        logits, feat = gan_metrics.judge_outputs(judge, images)
+        fd = gan_metrics.frechet_with_floor(judge_real, feat, pool_cats, img_cats, seed=seed,
+                                            floor=judge_floors.get(counts))
+        judge_floors[counts] = fd["floor"]
+        ends = np.cumsum([len(x) for x in image_groups])
+        q = {"conditional_accuracy": gan_metrics.conditional_accuracy(logits, img_cats), "frechet": fd["frechet"],
+             "frechet_floor": fd["floor"], "frechet_ratio": fd["ratio"], "frechet_count": fd["count"],
+             # Mean pairwise distance of the R images of one (user, category), averaged over pairs.
+             "diversity": float(np.mean([gan_metrics.diversity(g) for g in np.split(feat, ends[:-1]) if len(g) >= 2]))}
+        # Novelty against everything the GAN trained on (a subsample keeps it quick).
+        sub = np.sort(pick.choice(len(images), size=min(mode["novelty_samples"], len(images)), replace=False))
+        d_fake, _ = gan_metrics.nearest_distances(images[sub], gan_pool)
+        q.update(novelty_mean=float(d_fake.mean()), novelty_min=float(d_fake.min()), novelty_real_mean=novelty_real)
+        if imagenet_real is not None:
+            fd = gan_metrics.frechet_with_floor(
+                imagenet_real, gan_metrics.imagenet_features(images, resolution=imagenet_resolution),
+                pool_cats, img_cats, seed=seed, floor=imagenet_floors.get(counts))
+            imagenet_floors[counts] = fd["floor"]
+            q.update(imagenet_frechet=fd["frechet"], imagenet_floor=fd["floor"], imagenet_ratio=fd["ratio"],
+                     imagenet_count=fd["count"])
+        return images, img_cats, q
+
+    # Reference rows of real photos, R per pair from the category's catalogue items outside the held-out
+    # images the distances compare against: "recommended real", the R the recommender ranks highest for
+    # the user, and "random real", R drawn at random. Being real, whatever distance the first keeps from
+    # the held-out images is what choosing for one user's taste costs by itself (the distance designs may
+    # fairly be held to, beside the random samples'); the second shows what the judge's features make of
+    # the images it trained on (none of the held-out ones). Their own random stream leaves the other
+    # rows' draws as they were before these rows existed.
+    reference_rows = []
+    real_realism = designer.real_realism()
+    pick = np.random.default_rng(seed + 1)
+    for label in ("recommended real", "random real"):
+        t0 = time.time()
+        groups, group_cats, past, beats_p90 = [], [], [], []
+        for u in users:
+            for c in cats:
+                candidates = np.setdiff1d(item_sets[c], held)
+                order = (np.argsort(-designer.item_scores(u, candidates), kind="stable") if label == "recommended real"
+                         else pick.permutation(len(candidates)))
+                top = candidates[order[:designer.config.starts]]
+                groups.append(np.asarray(gan_images[np.sort(top)]))
+                group_cats.append(np.full(len(top), c))
+                past.append(real_realism[top] > floor_tau[c])
+                if sim is not None:  # the first item stands for the pair, as the best design does
+                    beats_p90.append(true_real[(u, c)][np.searchsorted(item_sets[c], top[0])] > true_p90[(u, c)])
+        _, _, q = quality(groups, group_cats, pick=pick)
+        row = {"eta": label, "objective": "reference", "category_weight": 0.0, "guard": {},
+               "past_floor": float(np.mean(np.concatenate(past))), "pairs": len(groups), "above_max_model": None,
+               "above_p90_model": None, "score_mean": None, "real_max_mean": None, "real_diversity": real_diversity,
+               "imagenet_frechet": None, "imagenet_floor": None, "imagenet_ratio": None, "imagenet_count": None,
+               **q, "seconds": time.time() - t0}
+        if sim is not None:
+            row.update(above_p90_true=float(np.mean(beats_p90)), above_max_true=None, true_mean=None,
+                       true_real_p90_mean=float(np.mean([true_p90[(u, c)] for u in users for c in cats])))
+        reference_rows.append(row)
+        log(f"{name}: {label} ({designer.config.starts} catalogue items per pair, a reference): cond. acc "
+            f"{q['conditional_accuracy']:.2f}, FD {q['frechet']:.2f} ({q['frechet_ratio']:.1f}x floor), diversity "
+            f"{q['diversity']:.2f}" + (f", > p90 real (true) {row['above_p90_true']:.2f}" if sim is not None else "")
+            + (f", ImageNet FD {q['imagenet_frechet']:.1f} ({q['imagenet_ratio']:.1f}x floor)"
+               if q.get("imagenet_frechet") is not None else "") + f" ({row['seconds']:.0f}s)")
+
     for eta, objective, kappa, guard in variants:
         t0 = time.time()
         pairs, all_images, all_cats, past_floor = [], [], [], []
@@ -405,47 +479,20 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                 if eta == 1.0 and objective == "model" and kappa == kappa0 and not guard:
                     designs_shown[(int(u), int(c))] = r.images
                     design_scores[(int(u), int(c))] = r.scores
-        images = np.concatenate(all_images)
-        img_cats = np.concatenate(all_cats)
-        counts = tuple(np.bincount(img_cats, minlength=len(names)).tolist())
-        logits, feat = gan_metrics.judge_outputs(judge, images)
-        fd = gan_metrics.frechet_with_floor(judge_real, feat, pool_cats, img_cats, seed=seed,
-                                            floor=judge_floors.get(counts))
-        judge_floors[counts] = fd["floor"]
-        ends = np.cumsum([len(x) for x in all_images])
-        q = {"conditional_accuracy": gan_metrics.conditional_accuracy(logits, img_cats), "frechet": fd["frechet"],
-             "frechet_floor": fd["floor"], "frechet_ratio": fd["ratio"], "frechet_count": fd["count"],
-             # Mean pairwise distance of the R designs of one (user, category), averaged over pairs.
-             "diversity": float(np.mean([gan_metrics.diversity(g) for g in np.split(feat, ends[:-1]) if len(g) >= 2]))}
-        # Novelty against everything the GAN trained on (a subsample of designs keeps it quick).
-        sub = np.sort(rng.choice(len(images), size=min(mode["novelty_samples"], len(images)), replace=False))
-        d_fake, _ = gan_metrics.nearest_distances(images[sub], gan_pool)
-        q.update(novelty_mean=float(d_fake.mean()), novelty_min=float(d_fake.min()), novelty_real_mean=novelty_real)
-        if imagenet_real is not None:
-            fd = gan_metrics.frechet_with_floor(
-                imagenet_real, gan_metrics.imagenet_features(images, resolution=imagenet_resolution),
-                pool_cats, img_cats, seed=seed, floor=imagenet_floors.get(counts))
-            imagenet_floors[counts] = fd["floor"]
-            q.update(imagenet_frechet=fd["frechet"], imagenet_floor=fd["floor"], imagenet_ratio=fd["ratio"],
-                     imagenet_count=fd["count"])
+        images, img_cats, q = quality(all_images, all_cats)
         by_model = objective == "model"
         row = {"eta": "random" if eta is None else eta, "objective": objective, "category_weight": kappa,
                "trust_radius": guard.get("trust_radius", designer.config.trust_radius),
                "realism_floor": guard.get("realism_floor", designer.config.realism_floor),
                "smooth": guard.get("smooth", designer.config.smooth), "guard": guard,
                "past_floor": float(np.mean(np.concatenate(past_floor))),
-               "imagenet_frechet": q.get("imagenet_frechet"), "imagenet_floor": q.get("imagenet_floor"),
-               "imagenet_ratio": q.get("imagenet_ratio"), "imagenet_count": q.get("imagenet_count"),
+               "imagenet_frechet": None, "imagenet_floor": None, "imagenet_ratio": None, "imagenet_count": None,
                "pairs": len(pairs),
                "above_max_model": float(np.mean([p["score"] > p["real_max"] for p in pairs])) if by_model else None,
                "above_p90_model": float(np.mean([p["score"] > p["real_p90"] for p in pairs])) if by_model else None,
                "score_mean": float(np.mean([p["score"] for p in pairs])) if by_model else None,
-               "real_max_mean": float(np.mean([p["real_max"] for p in pairs])),
-               "conditional_accuracy": q["conditional_accuracy"], "frechet": q["frechet"],
-               "frechet_floor": q["frechet_floor"], "frechet_ratio": q["frechet_ratio"],
-               "frechet_count": q["frechet_count"], "diversity": q["diversity"], "real_diversity": real_diversity,
-               "novelty_mean": q["novelty_mean"],
-               "novelty_real_mean": q["novelty_real_mean"], "novelty_min": q["novelty_min"],
+               "real_max_mean": float(np.mean([p["real_max"] for p in pairs])), "real_diversity": real_diversity,
+               **q,
                "seconds": time.time() - t0}
         if sim is not None:
             row.update(above_p90_true=float(np.mean([p["true"] > p["true_real_p90"] for p in pairs])),
@@ -464,6 +511,7 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                  if row["imagenet_frechet"] is not None else "") + f" ({row['seconds']:.0f}s)")
         if eta is None:
             random_images, random_cats = images, img_cats
+            rows += reference_rows
 
     # Pictures ------------------------------------------------------------------------------------
     cols = 8
