@@ -13,7 +13,7 @@ from tfmodels import config as config_lib
 from tfmodels import tune
 from tfmodels.cli import main
 
-TUNE = ["--preset", "tiny", "--dataset", "garments", "--budget-minutes", "0.3", "--trials", "3", "--seed", "1"]
+TUNE = ["--preset", "tiny", "--dataset", "garments", "--budget-minutes", "1.5", "--trials", "3", "--seed", "1"]
 
 
 def _lines(path):
@@ -23,7 +23,8 @@ def _lines(path):
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """One 3-trial BPR-MF search (20 steps each, the tiny preset's cap) and its printed output."""
+    """One 3-trial BPR-MF search (20 steps each, the tiny preset's cap, reached well within each trial's
+    30 seconds also on a busy machine) and its printed output."""
     out = str(tmp_path_factory.mktemp("tune") / "bprmf")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -76,7 +77,7 @@ def test_a_search_writes_its_trials_and_chooses_the_best(searched):
     for t in trials:
         assert t["steps"] == 20 and 0 < t["value"] < 1 and t["value"] == t["metrics"]["auc_all"]
         with open(os.path.join(t["workdir"], "config.json")) as f:
-            assert json.load(f)["train"]["minutes"] == pytest.approx(0.1)  # 0.3 minutes over 3 trials
+            assert json.load(f)["train"]["minutes"] == pytest.approx(0.5)  # 1.5 minutes over 3 trials
     best = json.load(open(os.path.join(out, "best.json")))
     assert best["value"] == max(t["value"] for t in trials) and best["default_value"] == trials[0]["value"]
     assert best["set"] == trials[best["trial"]]["set"]
