@@ -399,6 +399,7 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
         ends = np.cumsum([len(x) for x in image_groups])
         q = {"conditional_accuracy": gan_metrics.conditional_accuracy(logits, img_cats), "frechet": fd["frechet"],
              "frechet_floor": fd["floor"], "frechet_ratio": fd["ratio"], "frechet_count": fd["count"],
+             "imagenet_frechet": None, "imagenet_floor": None, "imagenet_ratio": None, "imagenet_count": None,
              # Mean pairwise distance of the R images of one (user, category), averaged over pairs.
              "diversity": float(np.mean([gan_metrics.diversity(g) for g in np.split(feat, ends[:-1]) if len(g) >= 2]))}
         # Novelty against everything the GAN trained on (a subsample keeps it quick).
@@ -414,22 +415,18 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                      imagenet_count=fd["count"])
         return images, img_cats, q
 
-    # Reference rows of real photos, R per pair from the category's catalogue items outside the held-out
-    # images the distances compare against: "recommended real", the R the recommender ranks highest for
-    # the user, and "random real", R drawn at random. Being real, whatever distance the first keeps from
-    # the held-out images is what choosing for one user's taste costs by itself (the distance designs may
-    # fairly be held to, beside the random samples'); the second shows what the judge's features make of
-    # the images it trained on (none of the held-out ones). Their own random stream leaves the other
-    # rows' draws as they were before these rows existed.
+    # The reference rows of real photos (module docstring), drawn from each category's items outside the
+    # held-out images; their own random stream leaves the other rows' draws as they were.
     reference_rows = []
     real_realism = designer.real_realism()
     pick = np.random.default_rng(seed + 1)
+    outside = {c: np.setdiff1d(item_sets[c], held) for c in cats}
     for label in ("recommended real", "random real"):
         t0 = time.time()
         groups, group_cats, past, beats_p90 = [], [], [], []
         for u in users:
             for c in cats:
-                candidates = np.setdiff1d(item_sets[c], held)
+                candidates = outside[c]
                 order = (np.argsort(-designer.item_scores(u, candidates), kind="stable") if label == "recommended real"
                          else pick.permutation(len(candidates)))
                 top = candidates[order[:designer.config.starts]]
@@ -442,7 +439,6 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
         row = {"eta": label, "objective": "reference", "category_weight": 0.0, "guard": {},
                "past_floor": float(np.mean(np.concatenate(past))), "pairs": len(groups), "above_max_model": None,
                "above_p90_model": None, "score_mean": None, "real_max_mean": None, "real_diversity": real_diversity,
-               "imagenet_frechet": None, "imagenet_floor": None, "imagenet_ratio": None, "imagenet_count": None,
                **q, "seconds": time.time() - t0}
         if sim is not None:
             row.update(above_p90_true=float(np.mean(beats_p90)), above_max_true=None, true_mean=None,
@@ -485,9 +481,7 @@ def evaluate_setup(name: str, cfg, trained: dict, mode: dict, out: str, seed: in
                "trust_radius": guard.get("trust_radius", designer.config.trust_radius),
                "realism_floor": guard.get("realism_floor", designer.config.realism_floor),
                "smooth": guard.get("smooth", designer.config.smooth), "guard": guard,
-               "past_floor": float(np.mean(np.concatenate(past_floor))),
-               "imagenet_frechet": None, "imagenet_floor": None, "imagenet_ratio": None, "imagenet_count": None,
-               "pairs": len(pairs),
+               "past_floor": float(np.mean(np.concatenate(past_floor))), "pairs": len(pairs),
                "above_max_model": float(np.mean([p["score"] > p["real_max"] for p in pairs])) if by_model else None,
                "above_p90_model": float(np.mean([p["score"] > p["real_p90"] for p in pairs])) if by_model else None,
                "score_mean": float(np.mean([p["score"] for p in pairs])) if by_model else None,
